@@ -1,0 +1,268 @@
+"""Configuration: one YAML file per setting on top of typed defaults, plus overrides.
+
+Every key that exists is listed in ``DEFAULTS`` below; a YAML file or a
+``--set key=value`` override may only change existing keys, with a value of
+the same type. Unknown keys, wrong types and impossible values are errors
+that name the key, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+# The defaults are IRNet's VOC 2012 recipe (see DESIGN.md section 3); settings
+# files only state what differs.
+DEFAULTS: dict[str, Any] = {
+    "name": "voc12",
+    "seed": 0,
+    "device": "auto",  # auto | cpu | cuda | cuda:N
+    "run_dir": "runs/voc12",
+    "data": {
+        "root": "data/VOCdevkit/VOC2012",
+        "train_list": "train_aug",
+        "eval_list": "train",
+        "val_list": "val",
+        "num_workers": 4,
+        "skip_corrupt": True,  # training skips (and counts) unreadable images; evaluation always fails
+    },
+    "cam": {
+        "backbone": "resnet50",
+        "weights": "imagenet",
+        "strides": [2, 2, 2, 1],
+        "moana": True,
+        "moana_calibration": "paper",
+        "moana_view_conv": "dense",
+        "resize_long": [320, 640],
+        "crop_size": 512,
+        "color_jitter": False,
+        "batch_size": 16,
+        "epochs": 5,
+        "max_steps": 0,  # > 0 overrides epochs (the MoANA recipe counts iterations)
+        "lr": 0.1,
+        "classifier_lr_mult": 10.0,
+        "momentum": 0.0,
+        "weight_decay": 1e-4,
+        "amp": "none",  # none | bf16 | fp16
+        "scales": [1.0, 0.5, 1.5, 2.0],
+        "infer_precision": "bf16",  # fp32 | bf16
+        "bg_threshold": 0.15,
+        "sweep": [],  # background thresholds to sweep in eval_cams
+    },
+    "ir_label": {
+        "fg_threshold": 0.30,
+        "bg_threshold": 0.05,
+        "crf_gt_prob": 0.7,
+        "crf_iterations": 10,
+        "workers": 0,  # 0 = all CPU cores
+    },
+    "irn": {
+        "backbone": "resnet50",
+        "weights": "imagenet",
+        "strides": [2, 2, 2, 1],
+        "resize_scale": [0.5, 1.5],
+        "crop_size": 512,
+        "radius": 10,
+        "batch_size": 32,
+        "epochs": 3,
+        "lr": 0.1,
+        "displacement_lr_mult": 10.0,
+        "momentum": 0.0,
+        "weight_decay": 1e-4,
+        "amp": "none",
+    },
+    "pseudo": {
+        "radius": 5,
+        "beta": 10,
+        "exp_times": 8,
+        "bg_threshold": 0.25,
+        "list": "train_aug",
+    },
+    "deeplab": {
+        "depth": 101,
+        "weights": "imagenet",
+        "labels": "",  # empty = this run's pseudo masks
+        "train_list": "train_aug",
+        "eval_list": "val",
+        "scales": [1.0, 0.75, 0.5],
+        "scale_range": [0.5, 1.5],
+        "crop_size": 321,
+        "batch_size": 10,
+        "iterations": 20000,
+        "checkpoint_every": 1000,
+        "lr": 2.5e-4,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "poly_power": 0.9,
+        "amp": "none",
+        "eval_scales": [0.5, 0.75, 1.0, 1.25, 1.5],
+        "crf": True,
+    },
+    "wsol": {
+        "dataset": "cub",
+        "metadata_root": "data/wsol/metadata/CUB",
+        "image_root": "data/wsol/CUB_200_2011/images",
+        "num_classes": 200,
+        "backbone": "resnet50",
+        "weights": "imagenet",
+        "moana": True,
+        "moana_calibration": "paper",
+        "moana_view_conv": "dense",
+        "resize_size": 256,
+        "crop_size": 224,
+        "batch_size": 32,
+        "epochs": 45,
+        "lr": 0.01,
+        "new_lr_mult": 1.0,
+        "lr_decay_every": 10,
+        "lr_decay": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "amp": "none",
+        "threshold_split": "val",
+        "eval_split": "test",
+    },
+}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "cam.amp": ("none", "bf16", "fp16"),
+    "irn.amp": ("none", "bf16", "fp16"),
+    "deeplab.amp": ("none", "bf16", "fp16"),
+    "wsol.amp": ("none", "bf16", "fp16"),
+    "cam.infer_precision": ("fp32", "bf16"),
+    "cam.moana_calibration": ("paper", "wsss_code"),
+    "wsol.moana_calibration": ("paper", "wsss_code"),
+    "cam.moana_view_conv": ("dense", "depthwise"),
+    "wsol.moana_view_conv": ("dense", "depthwise"),
+    "cam.backbone": ("resnet18", "resnet34", "resnet50", "resnet101"),
+    "irn.backbone": ("resnet18", "resnet34", "resnet50", "resnet101"),
+    "wsol.backbone": ("resnet18", "resnet34", "resnet50", "resnet101"),
+    "wsol.dataset": ("cub", "ilsvrc"),
+}
+POSITIVE = {
+    "cam.crop_size", "cam.batch_size", "cam.lr", "irn.crop_size", "irn.batch_size", "irn.lr", "irn.radius",
+    "pseudo.radius", "pseudo.beta", "deeplab.crop_size", "deeplab.batch_size", "deeplab.iterations", "deeplab.lr",
+    "deeplab.checkpoint_every", "deeplab.depth", "wsol.crop_size", "wsol.resize_size", "wsol.batch_size", "wsol.lr",
+    "wsol.num_classes", "wsol.lr_decay_every",
+}
+NON_NEGATIVE = {
+    "seed", "data.num_workers", "cam.epochs", "cam.max_steps", "cam.momentum", "cam.weight_decay", "irn.epochs",
+    "irn.momentum", "irn.weight_decay", "pseudo.exp_times", "deeplab.momentum", "deeplab.weight_decay",
+    "wsol.epochs", "wsol.momentum", "wsol.weight_decay", "ir_label.workers", "ir_label.crf_iterations",
+}
+UNIT_INTERVAL = {
+    "cam.bg_threshold", "ir_label.fg_threshold", "ir_label.bg_threshold", "ir_label.crf_gt_prob",
+    "pseudo.bg_threshold",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used as given."""
+
+
+def _type_ok(default: Any, value: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, list):
+        return isinstance(value, list)
+    return isinstance(value, type(default))
+
+
+def _merge(base: dict, update: dict, source: str, prefix: str = "") -> None:
+    if not isinstance(update, dict):
+        raise ConfigError(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {update!r}")
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            known = ", ".join(sorted(base))
+            raise ConfigError(f"{source}: unknown key '{dotted}' (known keys here: {known})")
+        if isinstance(base[key], dict):
+            _merge(base[key], value, source, dotted + ".")
+            continue
+        if not _type_ok(base[key], value):
+            raise ConfigError(
+                f"{source}: key '{dotted}' must be {type(base[key]).__name__} (like {base[key]!r}), got {value!r}")
+        base[key] = float(value) if isinstance(base[key], float) else value
+
+
+def _flatten(cfg: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def validate(cfg: dict, source: str = "config") -> None:
+    """Check values that have the right type but cannot work."""
+    for key, value in _flatten(cfg):
+        if key in CHOICES and value not in CHOICES[key]:
+            raise ConfigError(f"{source}: key '{key}' must be one of {CHOICES[key]}, got {value!r}")
+        if key in POSITIVE and not value > 0:
+            raise ConfigError(f"{source}: key '{key}' must be > 0, got {value!r}")
+        if key in NON_NEGATIVE and value < 0:
+            raise ConfigError(f"{source}: key '{key}' must be >= 0, got {value!r}")
+        if key in UNIT_INTERVAL and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{source}: key '{key}' must lie in [0, 1], got {value!r}")
+    for key in ("cam.strides", "irn.strides"):
+        section, name = key.split(".")
+        strides = cfg[section][name]
+        if len(strides) != 4 or any(s not in (1, 2) for s in strides):
+            raise ConfigError(f"{source}: key '{key}' must be four strides of 1 or 2, got {strides!r}")
+    for key in ("cam.resize_long", "irn.resize_scale", "deeplab.scale_range"):
+        section, name = key.split(".")
+        low_high = cfg[section][name]
+        if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1]:
+            raise ConfigError(f"{source}: key '{key}' must be [low, high] with 0 < low <= high, got {low_high!r}")
+    for key in ("cam.scales", "deeplab.scales", "deeplab.eval_scales"):
+        section, name = key.split(".")
+        if not cfg[section][name] or any(not s > 0 for s in cfg[section][name]):
+            raise ConfigError(f"{source}: key '{key}' must be a non-empty list of positive scales")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=value`` -> ('a.b', value parsed as YAML, so 0.1, true, [1, 2] work)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key=value (e.g. cam.lr=0.05)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from exc
+    return key.strip(), value
+
+
+def _nest(key: str, value: Any) -> dict:
+    node: Any = value
+    for part in reversed(key.split(".")):
+        node = {part: node}
+    return node
+
+
+def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> dict:
+    """Defaults <- YAML file <- ``key=value`` overrides, validated."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist (settings live in pipelines/configs/*.yaml)")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        _merge(cfg, loaded, str(path))
+    for text in overrides:
+        key, value = parse_override(text)
+        _merge(cfg, _nest(key, value), f"override '{text}'")
+    validate(cfg, str(path) if path else "config")
+    return cfg
+
+
+def dump_config(cfg: dict) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)

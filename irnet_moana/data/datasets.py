@@ -1,0 +1,189 @@
+"""Torch datasets for each stage, a resumable sampler and a collate that keeps sizes.
+
+Training datasets are indexed by ``(index, epoch)`` pairs produced by
+``EpochSampler``: each sample's augmentation RNG is seeded from
+``(seed, epoch, index)``, so the data a step sees does not depend on the
+number of workers, on the number of ranks or on where a run was resumed.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from .. import distributed, io
+from ..io import IGNORE, CorruptFileError
+from . import transforms as T
+from .voc import DatasetError, VOCData, check_mask
+
+log = logging.getLogger("irnet_moana.data")
+
+
+class EpochSampler(Sampler):
+    """Per-epoch reshuffled, rank-sharded order that can start part way into an epoch.
+
+    Like ``DistributedSampler`` (a permutation seeded by seed + epoch, split
+    across ranks; the last incomplete global batch dropped so every rank runs
+    the same number of steps), but yields ``(index, epoch)`` and can skip the
+    batches a resumed run has already seen.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, shuffle: bool = True,
+                 rank: int | None = None, world_size: int | None = None) -> None:
+        self.size, self.batch_size, self.seed, self.shuffle = size, batch_size, seed, shuffle
+        default_rank, default_world = distributed.world()
+        self.rank = default_rank if rank is None else rank
+        self.world_size = default_world if world_size is None else world_size
+        self.epoch, self.skip_batches = 0, 0
+        global_batch = batch_size * self.world_size
+        if size < global_batch:
+            raise DatasetError(f"{size} training images are fewer than one global batch "
+                               f"({batch_size} x {self.world_size} ranks); lower batch_size")
+        self.steps_per_epoch = size // global_batch
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.epoch, self.skip_batches = epoch, skip_batches
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+        else:
+            order = np.arange(self.size)
+        global_batch = self.batch_size * self.world_size
+        order = order[:self.steps_per_epoch * global_batch].reshape(self.steps_per_epoch, global_batch)
+        mine = order[self.skip_batches:, self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+        return iter([(int(i), self.epoch) for i in mine.reshape(-1)])
+
+    def __len__(self) -> int:
+        return (self.steps_per_epoch - self.skip_batches) * self.batch_size
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, index])
+
+
+class TrainingDataset(Dataset):
+    """Common part of the training datasets: stems, per-sample RNG, corrupt-image policy."""
+
+    def __init__(self, data: VOCData, stems: Sequence[str], seed: int, skip_corrupt: bool = True) -> None:
+        self.data, self.stems, self.seed, self.skip_corrupt = data, list(stems), seed, skip_corrupt
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        stem = self.stems[index]
+        try:
+            image = self.data.load_image(stem)
+        except CorruptFileError as exc:
+            if not self.skip_corrupt:
+                raise DatasetError(f"{exc}; replace the file, or set data.skip_corrupt=true to skip it") from exc
+            log.warning("skipping unreadable training image: %s", exc)
+            return {"skipped": stem}
+        sample = self.make_sample(stem, image, sample_rng(self.seed, epoch, index))
+        sample["name"] = stem
+        return sample
+
+    def make_sample(self, stem: str, image: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class ClassificationDataset(TrainingDataset):
+    """CAM training: random long-side resize, flip, optional colour jitter, padded random crop."""
+
+    def __init__(self, data: VOCData, stems: Sequence[str], labels: dict[str, np.ndarray], seed: int,
+                 resize_long: Sequence[int], crop_size: int, color_jitter: bool = False,
+                 skip_corrupt: bool = True) -> None:
+        super().__init__(data, stems, seed, skip_corrupt)
+        self.labels, self.resize_long, self.crop_size, self.color_jitter = labels, resize_long, crop_size, color_jitter
+
+    def make_sample(self, stem: str, image: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+        image = T.random_resize_long(image, self.resize_long[0], self.resize_long[1], rng)
+        (image,) = T.random_hflip([image], rng)
+        if self.color_jitter:
+            image = T.color_jitter(image, rng)
+        # padding with 0 after normalisation is padding with the mean colour
+        (image,) = T.random_crop([T.normalize(image)], self.crop_size, [0.0], rng)
+        return {"image": torch.from_numpy(T.to_chw(image)), "label": torch.from_numpy(self.labels[stem])}
+
+
+class SegmentationDataset(TrainingDataset):
+    """Image + label map (ground truth or pseudo masks): random scale, flip, pad (mean / 255), crop."""
+
+    def __init__(self, data: VOCData, stems: Sequence[str], label_dir: str | Path | None, seed: int,
+                 scale_range: Sequence[float], crop_size: int, skip_corrupt: bool = True) -> None:
+        super().__init__(data, stems, seed, skip_corrupt)
+        self.label_dir = Path(label_dir) if label_dir else None
+        self.scale_range, self.crop_size = scale_range, crop_size
+
+    def load_label(self, stem: str, image_shape: tuple[int, ...]) -> np.ndarray:
+        if self.label_dir is None:
+            return self.data.load_mask(stem, image_shape)
+        path = self.label_dir / f"{stem}.png"
+        if not path.is_file():
+            raise DatasetError(f"label {path} is missing for training image '{stem}'; "
+                               "run the stage that writes these labels, or pass another --labels folder")
+        label = io.load_label_png(path)
+        check_mask(label, self.data.num_classes, path, image_shape)
+        return label
+
+    def make_sample(self, stem: str, image: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+        label = self.load_label(stem, image.shape)
+        image, label = T.random_scale([image, label], self.scale_range[0], self.scale_range[1], rng,
+                                      nearest=(False, True))
+        image, label = T.random_hflip([image, label], rng)
+        image, label = T.random_crop([T.normalize(image), label], self.crop_size, [0.0, IGNORE], rng)
+        return {"image": torch.from_numpy(T.to_chw(image)), "label": torch.from_numpy(label.astype(np.int64))}
+
+
+class InferenceDataset(Dataset):
+    """One image at several scales, each stacked with its horizontal flip, plus the original."""
+
+    def __init__(self, data: VOCData, stems: Sequence[str], scales: Sequence[float],
+                 labels: dict[str, np.ndarray] | None = None, with_mask: bool = False) -> None:
+        self.data, self.stems, self.scales = data, list(stems), list(scales)
+        self.labels, self.with_mask = labels, with_mask
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        stem = self.stems[index]
+        image = self.data.load_image(stem)
+        normalized = T.normalize(image)
+        pyramid = []
+        for scale in self.scales:
+            scaled = T.to_chw(T.resize(normalized, T.scaled_size(image.shape, scale)))
+            pyramid.append(torch.from_numpy(np.stack([scaled, np.ascontiguousarray(scaled[:, :, ::-1])])))
+        sample = {"name": stem, "image": image, "pyramid": pyramid, "size": image.shape[:2]}
+        if self.labels is not None:
+            sample["label"] = self.labels[stem]
+        if self.with_mask:
+            sample["mask"] = self.data.load_mask(stem, image.shape)
+        return sample
+
+
+def collate_single(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Inference runs one image at a time at its original size: unwrap the batch of one."""
+    if len(batch) != 1:
+        raise ValueError("inference loaders use batch_size=1")
+    return batch[0]
+
+
+def collate_training(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors and names; unreadable images skipped by the dataset are reported in ``skipped``."""
+    good = [b for b in batch if "skipped" not in b]
+    out: dict[str, Any] = {"skipped": [b["skipped"] for b in batch if "skipped" in b]}
+    if not good:
+        out["name"] = []
+        return out
+    out["name"] = [b["name"] for b in good]
+    for key, value in good[0].items():
+        if isinstance(value, torch.Tensor):
+            out[key] = torch.stack([b[key] for b in good])
+    return out

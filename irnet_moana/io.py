@@ -1,0 +1,171 @@
+"""Atomic, pickle-free reading and writing of every stage output.
+
+Every writer goes through a temporary file in the destination folder followed
+by ``os.replace`` so that a killed process never leaves a half-written output
+under the final name; every reader validates what it reads so that a file
+corrupted by something else is detected and redone rather than trusted.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+from PIL import Image
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
+    "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+IGNORE = 255
+
+
+def voc_palette() -> np.ndarray:
+    """The standard PASCAL VOC colour map as a (256, 3) uint8 array."""
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for index in range(256):
+        c, r, g, b = index, 0, 0, 0
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        palette[index] = (r, g, b)
+    return palette
+
+
+class CorruptFileError(RuntimeError):
+    """A file exists but cannot be read completely (truncated, wrong format)."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it over ``path`` on success.
+
+    The temporary name keeps the final suffix so libraries that infer the
+    format from the extension (PIL, numpy) still work. On any exception the
+    temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CorruptFileError(f"{path}: not valid JSON ({exc}); delete it and rerun the stage that writes it") from exc
+
+
+def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], compress: bool = False) -> None:
+    """Write arrays to ``path`` (.npz) atomically; no object arrays, so no pickle."""
+    buffer = io.BytesIO()
+    (np.savez_compressed if compress else np.savez)(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    write_bytes(path, buffer.getvalue())
+
+
+def load_npz(path: str | os.PathLike, keys: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Read an .npz fully (never with pickle), checking that ``keys`` are present.
+
+    Raises CorruptFileError for a truncated or non-npz file so callers can
+    redo it instead of trusting it.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise CorruptFileError(f"{path}: unreadable .npz ({exc})") from exc
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise CorruptFileError(f"{path}: missing arrays {missing}")
+    return arrays
+
+
+def save_label_png(path: str | os.PathLike, label: np.ndarray) -> None:
+    """Write a (H, W) uint8 label map as a VOC-palette PNG, atomically."""
+    label = np.asarray(label)
+    if label.ndim != 2:
+        raise ValueError(f"{path}: a label map must be 2-D, got shape {label.shape}")
+    image = Image.fromarray(label.astype(np.uint8), mode="P")
+    image.putpalette(voc_palette().reshape(-1).tolist())
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def load_label_png(path: str | os.PathLike) -> np.ndarray:
+    """Read a label PNG as its raw indices (palette or greyscale), uint8 (H, W)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode not in ("P", "L"):
+                raise CorruptFileError(
+                    f"{path}: label PNG has mode {image.mode}; expected a palette ('P') or greyscale ('L') index image")
+            return np.array(image, dtype=np.uint8)
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError) as exc:
+        raise CorruptFileError(f"{path}: unreadable PNG ({exc})") from exc
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an RGB image as uint8 (H, W, 3); a truncated or corrupt file raises CorruptFileError."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return np.array(image.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError) as exc:
+        raise CorruptFileError(f"{path}: corrupt or truncated image ({exc})") from exc
+
+
+def output_is_valid(path: str | os.PathLike) -> bool:
+    """Whether a finished stage output can be trusted (exists and reads back)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        if path.suffix == ".npz":
+            load_npz(path)
+        elif path.suffix == ".png":
+            load_label_png(path)
+        elif path.suffix == ".json":
+            read_json(path)
+        elif path.suffix == ".npy":
+            np.load(path, allow_pickle=False)
+        else:
+            return path.stat().st_size > 0
+    except (CorruptFileError, ValueError, OSError):
+        return False
+    return True

@@ -1,0 +1,119 @@
+"""A stage's run context: run directory, logging, seeding, device, provenance."""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import config as config_lib
+from . import distributed, io
+
+PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pillow", "opencv-python-headless",
+            "segmentation-models-pytorch", "pydensecrf2", "pyyaml")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices) from one number."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise config_lib.ConfigError(f"key 'device' is {name!r} but no CUDA GPU is available; use device=auto or cpu")
+    return device
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass
+class Run:
+    """What every stage needs: config, its run directory, a logger and a device."""
+
+    cfg: dict
+    stage: str
+    dir: Path
+    device: torch.device
+    log: logging.Logger
+    started: float = field(default_factory=time.time)
+
+    def path(self, *parts: str) -> Path:
+        return self.dir.joinpath(*parts)
+
+    def finish(self, result_line: str, outputs: Path | str | None = None) -> None:
+        """Print where the outputs are and the stage's one-line result; record wall time."""
+        seconds = time.time() - self.started
+        if distributed.is_main():
+            timing_file = self.path("timings.json")
+            timings = io.read_json(timing_file) if io.output_is_valid(timing_file) else {}
+            timings[self.stage] = round(seconds, 1)
+            io.write_json(timing_file, timings)
+            if outputs is not None:
+                self.log.info("outputs: %s", outputs)
+            self.log.info("[%s] %s (%.1f s)", self.stage, result_line, seconds)
+
+
+def start_run(cfg: dict, stage: str, run_dir: str | Path | None = None) -> Run:
+    """Create the run directory, seed, set up logging and record provenance."""
+    run_path = Path(run_dir or cfg["run_dir"])
+    run_path.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg["seed"])
+    device = resolve_device(cfg["device"])
+    log = logging.getLogger(f"irnet_moana.{stage}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    if distributed.is_main():
+        fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+        (run_path / "logs").mkdir(exist_ok=True)
+        file_handler = logging.FileHandler(run_path / "logs" / f"{stage}.log")
+        file_handler.setFormatter(fmt)
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(file_handler)
+        log.addHandler(console)
+        io.write_text(run_path / "logs" / f"{stage}.config.yaml", config_lib.dump_config(cfg))
+        io.write_json(run_path / "logs" / f"{stage}.provenance.json", {
+            "command": [sys.executable, *sys.argv],
+            "cwd": os.getcwd(),
+            "git_commit": git_commit(),
+            "versions": package_versions(),
+            "device": str(device),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        })
+    else:
+        log.addHandler(logging.NullHandler())
+    return Run(cfg=cfg, stage=stage, dir=run_path, device=device, log=log)
