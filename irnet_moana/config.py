@@ -30,8 +30,10 @@ DEFAULTS: dict[str, Any] = {
     },
     "cam": {
         "backbone": "resnet50",
-        "weights": "imagenet",
+        "weights": "imagenet",  # imagenet | none | a file; "{run_dir}" in a path is this run's directory
         "strides": [2, 2, 2, 1],
+        "freeze_bn": True,
+        "freeze_stem": True,
         "moana": True,
         "moana_calibration": "paper",
         "moana_view_conv": "dense",
@@ -43,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
         "max_steps": 0,  # > 0 overrides epochs (the MoANA recipe counts iterations)
         "lr": 0.1,
         "classifier_lr_mult": 10.0,
-        "momentum": 0.0,
+        "momentum": 1e-4,  # IRNet's published numbers; see pipelines/configs/voc12.yaml
         "weight_decay": 1e-4,
         "amp": "none",  # none | bf16 | fp16
         "scales": [1.0, 0.5, 1.5, 2.0],
@@ -69,7 +71,7 @@ DEFAULTS: dict[str, Any] = {
         "epochs": 3,
         "lr": 0.1,
         "displacement_lr_mult": 10.0,
-        "momentum": 0.0,
+        "momentum": 1e-4,
         "weight_decay": 1e-4,
         "amp": "none",
     },

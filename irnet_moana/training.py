@@ -138,6 +138,10 @@ def fit(run: Run, model: nn.Module, param_groups: Iterable[dict], dataset, spec:
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     final_path, ckpt_path = out_dir / FINAL, out_dir / CHECKPOINT
+    if final_path.is_file():
+        load_weights(final_path, model)
+        run.log.info("%s exists: training already finished", final_path)
+        return final_path
     model.to(run.device)
     optimizer = torch.optim.SGD(list(param_groups), lr=0.0, momentum=momentum, weight_decay=weight_decay)
     for group in optimizer.param_groups:

@@ -1,0 +1,92 @@
+"""Stage 2: multi-scale + flip CAMs per image, at stride 4 (``cam``) and image size (``high_res``)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .. import io
+from ..data.datasets import InferenceDataset, collate_single
+from ..data.voc import VOCData
+from ..models.cam_net import CAMNet
+from ..run import start_run
+from ..training import autocast, load_weights
+from . import train_cam
+from .common import label_keys, pending, progress
+
+OUT = "cams"
+
+
+def strided_size(size: Sequence[int], stride: int) -> tuple[int, int]:
+    return math.ceil(size[0] / stride), math.ceil(size[1] / stride)
+
+
+def strided_up_size(size: Sequence[int], stride: int) -> tuple[int, int]:
+    return strided_size(size, stride)[0] * stride, strided_size(size, stride)[1] * stride
+
+
+def max_normalize(maps: torch.Tensor) -> torch.Tensor:
+    """Divide each class map by its maximum (+1e-5, as IRNet does so empty maps stay 0)."""
+    return maps / (maps.flatten(1).amax(1)[:, None, None] + 1e-5)
+
+
+@torch.no_grad()
+def image_cams(model: CAMNet, pyramid: Sequence[torch.Tensor], size: Sequence[int], keys: np.ndarray,
+               device: torch.device, amp: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """(cam, high_res) for one image from its scale pyramid (each scale stacked with its flip).
+
+    As IRNet: each scale's map plus its un-flipped flip is resized to
+    ceil(H/4) x ceil(W/4) and to the image size rounded up to the output
+    stride (then cropped), summed over scales; only the image's classes are
+    kept, each divided by its maximum.
+    """
+    keys_t = torch.from_numpy(keys).to(device)
+    low_size = strided_size(size, 4)
+    up_size = strided_up_size(size, model.output_stride)
+    low = torch.zeros((len(keys), *low_size), device=device)
+    high = torch.zeros((len(keys), *up_size), device=device)
+    for images in pyramid:
+        with autocast(device, amp):
+            maps = model.cams(images.to(device, non_blocking=True))
+        maps = maps.float()
+        merged = (maps[0] + maps[1].flip(-1))[keys_t].unsqueeze(0)
+        low += F.interpolate(merged, low_size, mode="bilinear", align_corners=False)[0]
+        high += F.interpolate(merged, up_size, mode="bilinear", align_corners=False)[0]
+    high = high[:, :size[0], :size[1]]
+    return max_normalize(low).cpu().numpy(), max_normalize(high).cpu().numpy()
+
+
+def load_cam_model(cfg: dict, num_classes: int, run_dir: Path, device: torch.device) -> CAMNet:
+    model = train_cam.build_model(cfg, num_classes, weights="none")
+    load_weights(run_dir / train_cam.OUT / "model.pth", model)
+    return model.to(device).eval()
+
+
+def run(cfg: dict, stems: list[str] | None = None) -> Path:
+    """Write ``<run_dir>/cams/<id>.npz`` for every image of ``data.train_list`` not done yet."""
+    run_ = start_run(cfg, "make_cams")
+    data = VOCData(cfg["data"]["root"])
+    stems = stems if stems is not None else data.split(cfg["data"]["train_list"])
+    labels = data.image_labels(stems)
+    out_dir = run_.path(OUT)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [s for s in pending(stems, out_dir, ".npz", run_.log) if labels[s].sum() > 0]
+    amp = "bf16" if cfg["cam"]["infer_precision"] == "bf16" else "none"
+    if todo:
+        model = load_cam_model(cfg, data.num_classes, run_.dir, run_.device)
+        dataset = InferenceDataset(data, todo, cfg["cam"]["scales"], labels)
+        loader = DataLoader(dataset, batch_size=1, num_workers=cfg["data"]["num_workers"],
+                            collate_fn=collate_single)
+        for sample in progress(loader, len(todo), "make_cams"):
+            keys = label_keys(sample["label"])
+            cam, high_res = image_cams(model, sample["pyramid"], sample["size"], keys, run_.device, amp)
+            io.save_npz(out_dir / f"{sample['name']}.npz",
+                        {"keys": keys, "cam": cam.astype(np.float32), "high_res": high_res.astype(np.float32)})
+    run_.finish(f"{len(todo)} CAMs written, {len(stems) - len(todo)} already done ({amp if amp != 'none' else 'fp32'})",
+                out_dir)
+    return out_dir
