@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
         "weight_decay": 1e-4,
         "amp": "none",  # none | bf16 | fp16
         "scales": [1.0, 0.5, 1.5, 2.0],
+        "infer_list": "",  # images make_cams processes; empty = data.train_list
         "infer_precision": "bf16",  # fp32 | bf16
         "bg_threshold": 0.15,
         "sweep": [],  # background thresholds to sweep in eval_cams
@@ -101,6 +102,7 @@ DEFAULTS: dict[str, Any] = {
         "amp": "none",
         "eval_scales": [0.5, 0.75, 1.0, 1.25, 1.5],
         "crf": True,
+        "crf_workers": 0,  # CRF processes; 0 = all CPU cores
     },
     "wsol": {
         "dataset": "cub",
@@ -112,19 +114,25 @@ DEFAULTS: dict[str, Any] = {
         "moana": True,
         "moana_calibration": "paper",
         "moana_view_conv": "dense",
-        "resize_size": 256,
+        "strides": [2, 2, 1, 1],  # (conv1, layer2, layer3, layer4): layer3 and layer4 at stride 1
+        "resize_size": 256,  # training: square resize, then a random crop_size crop and h-flip
         "crop_size": 224,
+        "test_size": 224,  # evaluation: square resize of the whole image
         "batch_size": 32,
         "epochs": 45,
-        "lr": 0.01,
+        "lr": 0.01,  # backbone; MoANA and the classifier get lr * new_lr_mult
         "new_lr_mult": 1.0,
-        "lr_decay_every": 10,
+        "lr_decay_every": 10,  # epochs
         "lr_decay": 0.1,
         "momentum": 0.9,
         "weight_decay": 5e-4,
         "amp": "none",
-        "threshold_split": "val",
+        "checkpoint_every": 0,  # steps; 0 = at the end of every epoch
+        "eval_batch_size": 32,
+        "infer_precision": "fp32",  # fp32 | bf16 for the score maps
+        "threshold_split": "val",  # chosen here when <metadata_root>/<threshold_split> exists, else on eval_split
         "eval_split": "test",
+        "num_examples": 8,  # test images in the figure
     },
 }
 
@@ -142,17 +150,20 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "irn.backbone": ("resnet18", "resnet34", "resnet50", "resnet101"),
     "wsol.backbone": ("resnet18", "resnet34", "resnet50", "resnet101"),
     "wsol.dataset": ("cub", "ilsvrc"),
+    "wsol.infer_precision": ("fp32", "bf16"),
 }
 POSITIVE = {
     "cam.crop_size", "cam.batch_size", "cam.lr", "irn.crop_size", "irn.batch_size", "irn.lr", "irn.radius",
     "pseudo.radius", "pseudo.beta", "deeplab.crop_size", "deeplab.batch_size", "deeplab.iterations", "deeplab.lr",
     "deeplab.checkpoint_every", "deeplab.depth", "wsol.crop_size", "wsol.resize_size", "wsol.batch_size", "wsol.lr",
-    "wsol.num_classes", "wsol.lr_decay_every",
+    "wsol.num_classes", "wsol.lr_decay_every", "wsol.test_size", "wsol.eval_batch_size", "wsol.new_lr_mult",
+    "wsol.lr_decay",
 }
 NON_NEGATIVE = {
     "seed", "data.num_workers", "cam.epochs", "cam.max_steps", "cam.momentum", "cam.weight_decay", "irn.epochs",
     "irn.momentum", "irn.weight_decay", "pseudo.exp_times", "deeplab.momentum", "deeplab.weight_decay",
-    "wsol.epochs", "wsol.momentum", "wsol.weight_decay", "ir_label.workers", "ir_label.crf_iterations",
+    "wsol.epochs", "wsol.momentum", "wsol.weight_decay", "wsol.checkpoint_every", "wsol.num_examples", "ir_label.workers", "ir_label.crf_iterations",
+    "deeplab.crf_workers",
 }
 UNIT_INTERVAL = {
     "cam.bg_threshold", "ir_label.fg_threshold", "ir_label.bg_threshold", "ir_label.crf_gt_prob",
@@ -212,7 +223,7 @@ def validate(cfg: dict, source: str = "config") -> None:
             raise ConfigError(f"{source}: key '{key}' must be >= 0, got {value!r}")
         if key in UNIT_INTERVAL and not 0.0 <= value <= 1.0:
             raise ConfigError(f"{source}: key '{key}' must lie in [0, 1], got {value!r}")
-    for key in ("cam.strides", "irn.strides"):
+    for key in ("cam.strides", "irn.strides", "wsol.strides"):
         section, name = key.split(".")
         strides = cfg[section][name]
         if len(strides) != 4 or any(s not in (1, 2) for s in strides):

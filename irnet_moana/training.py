@@ -142,7 +142,7 @@ def fit(run: Run, model: nn.Module, param_groups: Iterable[dict], dataset, spec:
         load_weights(final_path, model)
         run.log.info("%s exists: training already finished", final_path)
         return final_path
-    model.to(run.device)
+    model.to(run.device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(list(param_groups), lr=0.0, momentum=momentum, weight_decay=weight_decay)
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
@@ -225,7 +225,15 @@ def fit(run: Run, model: nn.Module, param_groups: Iterable[dict], dataset, spec:
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    """Move tensors; images go channels-last, which the convolutions run fastest in (bf16 on CPU most of all)."""
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if key == "image":
+                value = value.contiguous(memory_format=torch.channels_last)
+        out[key] = value
+    return out
 
 
 def _tensorboard(out_dir: Path):

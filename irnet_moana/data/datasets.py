@@ -17,6 +17,7 @@ from torch.utils.data import Dataset, Sampler
 
 from .. import distributed, io
 from ..io import IGNORE, CorruptFileError
+from ..relations import PathIndex
 from . import transforms as T
 from .voc import DatasetError, VOCData, check_mask
 
@@ -139,6 +140,28 @@ class SegmentationDataset(TrainingDataset):
         image, label = T.random_hflip([image, label], rng)
         image, label = T.random_crop([T.normalize(image), label], self.crop_size, [0.0, IGNORE], rng)
         return {"image": torch.from_numpy(T.to_chw(image)), "label": torch.from_numpy(label.astype(np.int64))}
+
+
+class RelationDataset(SegmentationDataset):
+    """IRNet training: a segmentation sample plus its pair sets at stride 4.
+
+    The cropped label map is subsampled at the centres of the 4 x 4 cells (a
+    nearest-neighbour downscale, as IRNet does) and turned into boolean
+    background-positive, foreground-positive and negative pair maps.
+    """
+
+    def __init__(self, data: VOCData, stems: Sequence[str], label_dir: str | Path, seed: int,
+                 scale_range: Sequence[float], crop_size: int, radius: int, skip_corrupt: bool = True) -> None:
+        super().__init__(data, stems, label_dir, seed, scale_range, crop_size, skip_corrupt)
+        self.path_index = PathIndex(radius)
+
+    def make_sample(self, stem: str, image: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+        sample = super().make_sample(stem, image, rng)
+        reduced = sample.pop("label").numpy()[2::4, 2::4].astype(np.uint8)
+        pairs = self.path_index.pair_labels(reduced)
+        sample.update({key: torch.from_numpy(getattr(pairs, key).astype(np.float32))
+                       for key in ("bg_pos", "fg_pos", "neg")})
+        return sample
 
 
 class InferenceDataset(Dataset):

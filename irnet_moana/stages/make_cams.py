@@ -68,10 +68,10 @@ def load_cam_model(cfg: dict, num_classes: int, run_dir: Path, device: torch.dev
 
 
 def run(cfg: dict, stems: list[str] | None = None) -> Path:
-    """Write ``<run_dir>/cams/<id>.npz`` for every image of ``data.train_list`` not done yet."""
+    """Write ``<run_dir>/cams/<id>.npz`` for every image of ``cam.infer_list`` (default ``data.train_list``)."""
     run_ = start_run(cfg, "make_cams")
     data = VOCData(cfg["data"]["root"])
-    stems = stems if stems is not None else data.split(cfg["data"]["train_list"])
+    stems = stems if stems is not None else data.split(cfg["cam"]["infer_list"] or cfg["data"]["train_list"])
     labels = data.image_labels(stems)
     out_dir = run_.path(OUT)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,341 @@
+"""End-to-end orchestration: the stages of each setting, pre-flight checks, summary and report.
+
+Every stage skips the work whose outputs are already complete, so running a
+setting again after an interruption continues where it stopped; training
+stages always resume from their last checkpoint.
+"""
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import io
+from .config import load_config
+from .data.voc import LIST_DIR, check_layout
+from .run import package_versions
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "pipelines" / "configs"
+BASELINE_DIR = "plain_cam"
+
+
+class MissingRequirements(RuntimeError):
+    """What a setting needs and does not have, with the commands that provide it."""
+
+
+@dataclass
+class Stage:
+    name: str
+    action: Callable[[dict], Any]
+    outputs: tuple[str, ...]  # paths under the run directory that --force removes
+    baseline: bool = False  # runs with MoANA off in <run_dir>/plain_cam
+
+
+def _stage_modules():
+    from .stages import (eval_cams, eval_masks, make_cams, make_ir_labels, make_pseudo_masks, train_cam,
+                         train_irn)
+
+    return eval_cams, eval_masks, make_cams, make_ir_labels, make_pseudo_masks, train_cam, train_irn
+
+
+def _prepare_demo(cfg: dict) -> None:
+    root = Path(cfg["data"]["root"])
+    if (root / LIST_DIR / "train_aug.txt").is_file():
+        print(f"[prepare] demo data present at {root}")
+        return
+    from .data.synthetic import generate_voc_demo
+
+    summary = generate_voc_demo(root, seed=cfg["seed"])
+    print(f"[prepare] generated the synthetic benchmark in {root}: {summary['train_aug']} train_aug, "
+          f"{summary['val']} val images")
+
+
+def _prepare_demo_wsol(cfg: dict) -> None:
+    metadata = Path(cfg["wsol"]["metadata_root"])
+    if (metadata / cfg["wsol"]["eval_split"] / "image_ids.txt").is_file():
+        print(f"[prepare] demo WSOL data present at {metadata}")
+        return
+    from .data.synthetic import generate_cub_demo
+    from .wsol.metadata import convert_cub
+
+    root = Path(cfg["wsol"]["image_root"]).parent
+    generate_cub_demo(root, seed=cfg["seed"])
+    convert_cub(root, metadata)
+    print(f"[prepare] generated the synthetic CUB-style set in {root}, metadata in {metadata}")
+
+
+def wsss_stages(with_baseline: bool, prepare: Callable[[dict], None] | None = None) -> list[Stage]:
+    eval_cams, eval_masks, make_cams, make_ir_labels, make_pseudo_masks, train_cam, train_irn = _stage_modules()
+    from deeplab import evaluate as deeplab_eval
+    from deeplab import train as deeplab_train
+
+    stages = [Stage("prepare", prepare, ())] if prepare else []
+    if with_baseline:
+        stages += [
+            Stage("train_cam_plain", lambda c: train_cam.run(c, resume=True), (train_cam.OUT,), baseline=True),
+            Stage("make_cams_plain", make_cams.run, (make_cams.OUT,), baseline=True),
+            Stage("eval_cams_plain", eval_cams.run, ("metrics/eval_cams.json",), baseline=True),
+        ]
+    stages += [
+        Stage("train_cam", lambda c: train_cam.run(c, resume=True), (train_cam.OUT,)),
+        Stage("make_cams", make_cams.run, (make_cams.OUT,)),
+        Stage("eval_cams", eval_cams.run, ("metrics/eval_cams.json",)),
+        Stage("make_ir_labels", make_ir_labels.run, (make_ir_labels.OUT,)),
+        Stage("train_irn", lambda c: train_irn.run(c, resume=True), (train_irn.OUT,)),
+        Stage("make_pseudo_masks", make_pseudo_masks.run, (make_pseudo_masks.OUT,)),
+        Stage("eval_masks", eval_masks.run, ("metrics/eval_pseudo_masks.json",)),
+        Stage("train_deeplab", lambda c: deeplab_train.run(c, resume=True), deeplab_train.OUTPUTS),
+        Stage("eval_deeplab", deeplab_eval.run, deeplab_eval.OUTPUTS),
+    ]
+    return stages
+
+
+def wsol_stages(with_baseline: bool, prepare: Callable[[dict], None] | None = None) -> list[Stage]:
+    from .stages import eval_wsol, train_wsol
+
+    stages = [Stage("prepare", prepare, ())] if prepare else []
+    if with_baseline:
+        stages += [
+            Stage("train_wsol_plain", lambda c: train_wsol.run(c, resume=True), (train_wsol.OUT,), baseline=True),
+            Stage("eval_wsol_plain", eval_wsol.run, eval_wsol.OUTPUTS, baseline=True),
+        ]
+    stages += [
+        Stage("train_wsol", lambda c: train_wsol.run(c, resume=True), (train_wsol.OUT,)),
+        Stage("eval_wsol", eval_wsol.run, eval_wsol.OUTPUTS),
+    ]
+    return stages
+
+
+@dataclass
+class Setting:
+    config: str
+    kind: str  # wsss | wsol
+    stages: Callable[[], list[Stage]] = field(repr=False)
+
+
+SETTINGS: dict[str, Setting] = {
+    "demo": Setting("demo.yaml", "wsss", lambda: wsss_stages(True, _prepare_demo)),
+    "voc12": Setting("voc12.yaml", "wsss", lambda: wsss_stages(False)),
+    "voc12_moana": Setting("voc12_moana.yaml", "wsss", lambda: wsss_stages(False)),
+    "demo-wsol": Setting("demo_wsol.yaml", "wsol", lambda: wsol_stages(True, _prepare_demo_wsol)),
+    "cub": Setting("cub.yaml", "wsol", lambda: wsol_stages(False)),
+    "ilsvrc": Setting("ilsvrc.yaml", "wsol", lambda: wsol_stages(False)),
+}
+
+
+def baseline_config(cfg: dict) -> dict:
+    """The plain-CAM baseline: the same setting with MoANA off, in its own run directory."""
+    import copy
+
+    base = copy.deepcopy(cfg)
+    base["run_dir"] = str(Path(cfg["run_dir"]) / BASELINE_DIR)
+    base["cam"]["moana"] = False
+    base["cam"]["infer_list"] = cfg["data"]["eval_list"]
+    base["wsol"]["moana"] = False
+    return base
+
+
+def _imagenet_file(arch: str) -> Path:
+    import torch
+    from torchvision import models
+
+    weights = models.get_model_weights(arch).IMAGENET1K_V1
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+
+
+def _network_reachable(host: str = "download.pytorch.org", port: int = 443, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _weights_problems(cfg: dict, kind: str) -> list[str]:
+    wanted = []
+    if kind == "wsss":
+        wanted = [("cam.weights", cfg["cam"]["weights"], cfg["cam"]["backbone"]),
+                  ("irn.weights", cfg["irn"]["weights"], cfg["irn"]["backbone"]),
+                  ("deeplab.weights", cfg["deeplab"]["weights"], f"resnet{cfg['deeplab']['depth']}")]
+    else:
+        wanted = [("wsol.weights", cfg["wsol"]["weights"], cfg["wsol"]["backbone"])]
+    problems, need_network = [], []
+    for key, value, arch in wanted:
+        if value == "none" or "{run_dir}" in value:
+            continue
+        if value == "imagenet":
+            target = _imagenet_file(arch)
+            if not target.is_file():
+                need_network.append((key, arch, target))
+        elif not Path(value).is_file():
+            problems.append(f"{key}: weights file {value} does not exist")
+    if need_network and not _network_reachable():
+        for key, arch, target in need_network:
+            problems.append(f"{key}: ImageNet {arch} weights are not cached and the network is unreachable; "
+                            f"copy the file to {target} (or set {key}=/path/to/file.pth)")
+    return problems
+
+
+def _disk_problem(cfg: dict) -> list[str]:
+    root = Path(cfg["data"]["root"])
+    lists = root / LIST_DIR / f"{cfg['data']['train_list']}.txt"
+    if not lists.is_file():
+        return []
+    count = sum(1 for line in lists.read_text().splitlines() if line.strip())
+    # high_res CAMs dominate: about 1.5 classes per image at full size, float32
+    sample = next(iter(sorted((root / "JPEGImages").glob("*.jpg"))), None)
+    pixels = 500 * 375
+    if sample is not None:
+        from PIL import Image
+
+        with Image.open(sample) as image:
+            pixels = image.width * image.height
+    needed = int(count * pixels * 1.5 * 4 * 1.1)
+    run_dir = Path(cfg["run_dir"])
+    probe = run_dir if run_dir.exists() else next(p for p in [run_dir, *run_dir.parents] if p.exists())
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        return [f"disk: CAMs of {count} images need about {needed / 2**30:.1f} GiB under {run_dir}, "
+                f"only {free / 2**30:.1f} GiB free; free space or pass --run-dir on a larger disk"]
+    return []
+
+
+def check_requirements(setting: str, cfg: dict) -> None:
+    """Raise MissingRequirements listing everything the setting lacks, before anything long starts."""
+    kind = SETTINGS[setting].kind
+    problems: list[str] = []
+    if kind == "wsss" and not setting.startswith("demo"):
+        layout = check_layout(cfg["data"]["root"])
+        if layout:
+            problems += layout + [f"get VOC 2012 + SBD with: python pipelines/prepare_data.py voc12 "
+                                  f"--root {cfg['data']['root']} --download"]
+        elif not (Path(cfg["data"]["root"]) / LIST_DIR / f"{cfg['data']['train_list']}.txt").is_file():
+            problems.append(f"list {cfg['data']['train_list']}.txt is missing -> python pipelines/prepare_data.py "
+                            f"voc12 --root {cfg['data']['root']} --sbd PATH/benchmark_RELEASE")
+        problems += _disk_problem(cfg) if not layout else []
+    if kind == "wsol" and not setting.startswith("demo"):
+        meta = Path(cfg["wsol"]["metadata_root"])
+        for split in ("train", cfg["wsol"]["eval_split"]):
+            if not (meta / split / "image_ids.txt").is_file():
+                problems.append(f"WSOL metadata {meta / split} is missing -> python pipelines/prepare_data.py "
+                                f"{cfg['wsol']['dataset']} --root PATH --out {meta}")
+        if not Path(cfg["wsol"]["image_root"]).is_dir():
+            problems.append(f"image folder {cfg['wsol']['image_root']} is missing (set wsol.image_root)")
+    problems += _weights_problems(cfg, kind)
+    if problems:
+        raise MissingRequirements(f"setting '{setting}' cannot start; missing:\n  - " + "\n  - ".join(problems))
+
+
+def select(stages: list[Stage], start: str | None, only: str | None) -> list[Stage]:
+    names = [s.name for s in stages]
+    for wanted in (start, only):
+        if wanted is not None and wanted not in names:
+            raise MissingRequirements(f"unknown stage '{wanted}'; stages of this setting: {', '.join(names)}")
+    if only:
+        return [s for s in stages if s.name == only]
+    if start:
+        return stages[names.index(start):]
+    return stages
+
+
+def force(stage: Stage, run_dir: Path) -> None:
+    for rel in stage.outputs:
+        path = run_dir / rel
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    print(f"[{stage.name}] --force: removed its outputs {', '.join(stage.outputs)} under {run_dir}")
+
+
+def run_setting(setting: str, overrides: list[str], run_dir: str | None = None, start: str | None = None,
+                only: str | None = None, forced: tuple[str, ...] = ()) -> dict:
+    """Run (or continue) a setting; returns the summary written to metrics.json."""
+    if setting not in SETTINGS:
+        raise MissingRequirements(f"unknown setting '{setting}'; choose one of {', '.join(SETTINGS)}")
+    spec = SETTINGS[setting]
+    cfg = load_config(CONFIGS / spec.config, overrides)
+    if run_dir:
+        cfg["run_dir"] = run_dir
+    check_requirements(setting, cfg)
+    stages = spec.stages()
+    for name in forced:
+        select(stages, name, None)
+    base_cfg = baseline_config(cfg)
+    started = time.time()
+    for stage in select(stages, start, only):
+        stage_cfg = base_cfg if stage.baseline else cfg
+        if stage.name in forced:
+            force(stage, Path(stage_cfg["run_dir"]))
+        print(f"== {stage.name}{' (plain CAM baseline)' if stage.baseline else ''}", flush=True)
+        stage.action(stage_cfg)
+    summary = summarize(setting, cfg, time.time() - started)
+    return summary
+
+
+def _metric(path: Path, *keys: str) -> float | None:
+    if not io.output_is_valid(path):
+        return None
+    value: Any = io.read_json(path)
+    for key in keys:
+        if not isinstance(value, dict) or key not in value or value[key] is None:
+            return None
+        value = value[key]
+    return value
+
+
+def summary_rows(cfg: dict, kind: str) -> list[tuple[str, float | None]]:
+    run_dir = Path(cfg["run_dir"])
+    metrics, base = run_dir / "metrics", run_dir / BASELINE_DIR / "metrics"
+    if kind == "wsss":
+        return [
+            ("seed mIoU, plain CAM", _metric(base / "eval_cams.json", "miou")),
+            ("seed mIoU, MoANA", _metric(metrics / "eval_cams.json", "miou")),
+            ("pseudo-mask mIoU", _metric(metrics / "eval_pseudo_masks.json", "miou")),
+            ("DeepLab val mIoU", _metric(metrics / "eval_deeplab.json", "single_scale", "miou")),
+            ("DeepLab val mIoU, MS+flip", _metric(metrics / "eval_deeplab.json", "multi_scale_flip", "miou")),
+            ("DeepLab val mIoU, MS+flip+CRF", _metric(metrics / "eval_deeplab.json", "multi_scale_flip_crf", "miou")),
+        ]
+    rows = []
+    for label, folder in (("plain CAM", base), ("MoANA", metrics)):
+        for key, name in (("MaxBoxAccV2", "MaxBoxAccV2"), ("gt_known_loc", "GT-known Loc"),
+                          ("top1_loc", "Top-1 Loc"), ("top5_loc", "Top-5 Loc")):
+            rows.append((f"{name}, {label}", _metric(folder / "eval_wsol.json", key)))
+    rows.append(("GT-known Loc, centre-box baseline", _metric(metrics / "eval_wsol.json", "centre_baseline",
+                                                              "gt_known_loc")))
+    return rows
+
+
+def summarize(setting: str, cfg: dict, seconds: float) -> dict:
+    """Write runs/<setting>/metrics.json and report.md and print the table."""
+    run_dir = Path(cfg["run_dir"])
+    rows = [(name, value) for name, value in summary_rows(cfg, SETTINGS[setting].kind) if value is not None]
+    timings = {}
+    for folder in (run_dir / BASELINE_DIR, run_dir):
+        if io.output_is_valid(folder / "timings.json"):
+            prefix = "plain_cam/" if folder.name == BASELINE_DIR else ""
+            timings.update({prefix + k: v for k, v in io.read_json(folder / "timings.json").items()})
+    summary = {"setting": setting, "metrics": dict(rows), "stage_seconds": timings,
+               "this_invocation_seconds": round(seconds, 1), "versions": package_versions()}
+    io.write_json(run_dir / "metrics.json", summary)
+    width = max([len(n) for n, _ in rows] + [10])
+    table = "\n".join(f"{name:<{width}}  {value:6.1f}" for name, value in rows)
+    print(f"\nsummary ({setting}, {run_dir})\n{table}")
+    figures = sorted((run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
+    lines = [f"# Run report: {setting}", "", f"Run directory: `{run_dir}`", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {name} | {value:.1f} |" for name, value in rows]
+    lines += ["", "## Wall time per stage (s)", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in timings.items()]
+    if figures:
+        lines += ["", "## Figures", ""] + [f"![{f.stem}](figures/{f.name})" for f in figures]
+    from .config import dump_config
+
+    lines += ["", "## Configuration", "", "```yaml", dump_config(cfg).rstrip(), "```", "", "## Versions", ""]
+    lines += [f"- {k}: {v}" for k, v in summary["versions"].items()]
+    io.write_text(run_dir / "report.md", "\n".join(lines) + "\n")
+    print(f"wrote {run_dir / 'metrics.json'} and {run_dir / 'report.md'}")
+    return summary

@@ -1,0 +1,62 @@
+"""Stage 6: pseudo masks by a random walk of the stride-4 CAMs over IRNet's boundary affinities."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .. import io
+from ..data.datasets import InferenceDataset, collate_single
+from ..data.voc import VOCData
+from ..random_walk import propagate_to_edge
+from ..run import start_run
+from ..training import load_weights
+from . import make_cams, train_irn
+from .common import label_keys, load_cam, pending, progress
+
+OUT = "pseudo_masks"
+
+
+def walk_to_labels(cam: np.ndarray, keys: np.ndarray, boundary: torch.Tensor, size: tuple[int, int],
+                   radius: int = 5, beta: float = 10, exp_times: int = 8, bg_threshold: float = 0.25) -> np.ndarray:
+    """Random-walk the stride-4 CAMs, upsample x4, crop, divide by the global max, add background, argmax."""
+    cams = torch.from_numpy(cam).to(boundary.device)
+    walked = propagate_to_edge(cams, boundary, radius=radius, beta=beta, exp_times=exp_times)
+    up = F.interpolate(walked[None], scale_factor=4, mode="bilinear", align_corners=False)[0, :, :size[0], :size[1]]
+    up = up / up.max().clamp_min(1e-12)
+    scores = F.pad(up, (0, 0, 0, 0, 1, 0), value=bg_threshold)
+    return np.r_[0, keys + 1][scores.argmax(0).cpu().numpy()].astype(np.uint8)
+
+
+def run(cfg: dict) -> Path:
+    """Write ``<run_dir>/pseudo_masks/<id>.png`` for every image of ``pseudo.list`` not done yet."""
+    run_ = start_run(cfg, "make_pseudo_masks")
+    p = cfg["pseudo"]
+    data = VOCData(cfg["data"]["root"])
+    stems = data.split(p["list"])
+    labels = data.image_labels(stems)
+    out_dir, cam_dir = run_.path(OUT), run_.path(make_cams.OUT)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = pending(stems, out_dir, ".png", run_.log)
+    if todo:
+        model = train_irn.build_model(cfg, weights="none")
+        load_weights(run_.path(train_irn.OUT, "model.pth"), model)
+        model.to(run_.device).eval()
+        loader = DataLoader(InferenceDataset(data, todo, [1.0]), batch_size=1,
+                            num_workers=cfg["data"]["num_workers"], collate_fn=collate_single)
+        for sample in progress(loader, len(todo), "make_pseudo_masks"):
+            stem, size = sample["name"], sample["size"]
+            keys = label_keys(labels[stem])
+            if keys.size == 0:
+                mask = np.zeros(size, np.uint8)
+            else:
+                cam = load_cam(cam_dir / f"{stem}.npz", keys)["cam"]
+                boundary = model.boundary(sample["pyramid"][0].to(run_.device), cfg["irn"]["crop_size"])
+                mask = walk_to_labels(cam, keys, boundary, size, p["radius"], p["beta"], p["exp_times"],
+                                      p["bg_threshold"])
+            io.save_label_png(out_dir / f"{stem}.png", mask)
+    run_.finish(f"{len(todo)} pseudo masks written", out_dir)
+    return out_dir
