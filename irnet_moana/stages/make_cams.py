@@ -52,7 +52,7 @@ def image_cams(model: CAMNet, pyramid: Sequence[torch.Tensor], size: Sequence[in
     high = torch.zeros((len(keys), *up_size), device=device)
     for images in pyramid:
         with autocast(device, amp):
-            maps = model.cams(images.to(device, non_blocking=True))
+            maps = model.cams(images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last))
         maps = maps.float()
         merged = (maps[0] + maps[1].flip(-1))[keys_t].unsqueeze(0)
         low += F.interpolate(merged, low_size, mode="bilinear", align_corners=False)[0]
@@ -64,7 +64,8 @@ def image_cams(model: CAMNet, pyramid: Sequence[torch.Tensor], size: Sequence[in
 def load_cam_model(cfg: dict, num_classes: int, run_dir: Path, device: torch.device) -> CAMNet:
     model = train_cam.build_model(cfg, num_classes, weights="none")
     load_weights(run_dir / train_cam.OUT / "model.pth", model)
-    return model.to(device).eval()
+    # channels-last is what oneDNN's bf16 convolutions want: 10x+ faster on CPU than the default layout
+    return model.to(device, memory_format=torch.channels_last).eval()
 
 
 def run(cfg: dict, stems: list[str] | None = None) -> Path:

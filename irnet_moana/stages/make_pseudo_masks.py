@@ -44,7 +44,7 @@ def run(cfg: dict) -> Path:
     if todo:
         model = train_irn.build_model(cfg, weights="none")
         load_weights(run_.path(train_irn.OUT, "model.pth"), model)
-        model.to(run_.device).eval()
+        model.to(run_.device, memory_format=torch.channels_last).eval()
         loader = DataLoader(InferenceDataset(data, todo, [1.0]), batch_size=1,
                             num_workers=cfg["data"]["num_workers"], collate_fn=collate_single)
         for sample in progress(loader, len(todo), "make_pseudo_masks"):
@@ -54,7 +54,8 @@ def run(cfg: dict) -> Path:
                 mask = np.zeros(size, np.uint8)
             else:
                 cam = load_cam(cam_dir / f"{stem}.npz", keys)["cam"]
-                boundary = model.boundary(sample["pyramid"][0].to(run_.device), cfg["irn"]["crop_size"])
+                images = sample["pyramid"][0].to(run_.device).contiguous(memory_format=torch.channels_last)
+                boundary = model.boundary(images, cfg["irn"]["crop_size"])
                 mask = walk_to_labels(cam, keys, boundary, size, p["radius"], p["beta"], p["exp_times"],
                                       p["bg_threshold"])
             io.save_label_png(out_dir / f"{stem}.png", mask)
