@@ -8,6 +8,7 @@ that name the key, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -187,6 +188,15 @@ def _type_ok(default: Any, value: Any) -> bool:
     return isinstance(value, type(default))
 
 
+def _exponent_float(text: str) -> float | str:
+    """``1e-4`` as a float: YAML 1.1 (PyYAML) reads exponents without a dot as strings."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return value if math.isfinite(value) else text
+
+
 def _merge(base: dict, update: dict, source: str, prefix: str = "") -> None:
     if not isinstance(update, dict):
         raise ConfigError(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {update!r}")
@@ -198,6 +208,8 @@ def _merge(base: dict, update: dict, source: str, prefix: str = "") -> None:
         if isinstance(base[key], dict):
             _merge(base[key], value, source, dotted + ".")
             continue
+        if isinstance(base[key], float) and isinstance(value, str):
+            value = _exponent_float(value)
         if not _type_ok(base[key], value):
             raise ConfigError(
                 f"{source}: key '{dotted}' must be {type(base[key]).__name__} (like {base[key]!r}), got {value!r}")

@@ -68,6 +68,30 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise
 
 
+def remove_stale_temps(folder: str | os.PathLike, targets: set[str] | None = None) -> list[Path]:
+    """Delete the temporary files that killed ``atomic_path`` writes left in ``folder``.
+
+    A SIGKILL skips ``atomic_path``'s clean-up, so its ``.<name>.<random>....tmp``
+    file stays behind. Only temporaries of the file names in ``targets`` are
+    removed (all of them when ``targets`` is None), so a process can clean up
+    after itself without touching files that another rank is writing.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(".tmp") and entry.is_file()):
+            continue
+        # the target's name is what lies between the leading dot and one of the later dots
+        if targets is not None and not any(name[1:i] in targets for i, ch in enumerate(name) if ch == "." and i > 1):
+            continue
+        entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -91,7 +115,8 @@ def read_json(path: str | os.PathLike) -> Any:
 def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], compress: bool = False) -> None:
     """Write arrays to ``path`` (.npz) atomically; no object arrays, so no pickle."""
     buffer = io.BytesIO()
-    (np.savez_compressed if compress else np.savez)(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    (np.savez_compressed if compress else np.savez)(buffer, allow_pickle=False,
+                                                    **{k: np.asarray(v) for k, v in arrays.items()})
     write_bytes(path, buffer.getvalue())
 
 
@@ -148,6 +173,17 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise
     except (OSError, SyntaxError) as exc:
         raise CorruptFileError(f"{path}: corrupt or truncated image ({exc})") from exc
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image from its header, without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError) as exc:
+        raise CorruptFileError(f"{path}: not a readable image ({exc})") from exc
 
 
 def output_is_valid(path: str | os.PathLike) -> bool:

@@ -138,6 +138,8 @@ def fit(run: Run, model: nn.Module, param_groups: Iterable[dict], dataset, spec:
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     final_path, ckpt_path = out_dir / FINAL, out_dir / CHECKPOINT
+    if distributed.is_main():
+        io.remove_stale_temps(out_dir)  # left by a run killed while writing; only this stage writes here
     if final_path.is_file():
         load_weights(final_path, model)
         run.log.info("%s exists: training already finished", final_path)
@@ -152,6 +154,7 @@ def fit(run: Run, model: nn.Module, param_groups: Iterable[dict], dataset, spec:
         raise TrainingError("nothing to train: epochs and max_steps are both 0")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(steps, sampler.steps_per_epoch))
     step = 0
+    skipped: list[str] = []
     if ckpt_path.exists():
         if not resume:
             raise TrainingError(f"{ckpt_path} exists from an earlier run; pass --resume to continue it, "
@@ -162,6 +165,7 @@ def fit(run: Run, model: nn.Module, param_groups: Iterable[dict], dataset, spec:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
+        skipped = list(state.get("skipped_images", []))
         run.log.info("resumed from %s at step %d/%d", ckpt_path, step, steps)
     distributed_run = distributed.init_distributed(run.device)
     train_model: nn.Module = model
@@ -170,29 +174,32 @@ def fit(run: Run, model: nn.Module, param_groups: Iterable[dict], dataset, spec:
             model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
     scaler = torch.amp.GradScaler("cuda", enabled=spec.amp == "fp16")
     writer = _tensorboard(out_dir) if distributed.is_main() else None
-    skipped: list[str] = []
     progress = _progress(steps, step, run)
 
-    def checkpoint() -> None:
+    def checkpoint(names: list[str]) -> None:
+        # A loss can stay finite for the step whose update breaks the weights:
+        # never let such weights replace the last good checkpoint.
+        broken = non_finite_tensor(model)
+        if broken is not None:
+            raise diverged(f"weights ({broken}) became non-finite", step, names, ckpt_path)
         if distributed.is_main():
             save_state(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                    "scheduler": scheduler.state_dict(), "step": step,
-                                   "signature": architecture_signature(model)})
+                                   "signature": architecture_signature(model),
+                                   "skipped_images": sorted(set(skipped))})
 
     train_model.train()
     while step < steps:
         epoch = step // sampler.steps_per_epoch
         sampler.set_epoch(epoch, step % sampler.steps_per_epoch)
         for batch in loader:
-            skipped.extend(batch["skipped"])
-            if not batch["name"]:
-                continue
+            if batch["skipped"]:
+                skipped.extend(batch["skipped"])
+                run.log.warning("skipping unreadable training image(s) %s", batch["skipped"])
             with autocast(run.device, spec.amp):
                 loss, scalars = loss_fn(train_model, _to_device(batch, run.device))
             if not torch.isfinite(loss.detach()).all():
-                last = ckpt_path if ckpt_path.exists() else "none (no checkpoint written yet)"
-                raise TrainingError(f"loss is {loss.item()} at step {step + 1} on images {batch['name']}; "
-                                    f"last good checkpoint: {last}. Lower the learning rate or check these images.")
+                raise diverged(f"loss is {loss.item()}", step + 1, batch["name"], ckpt_path)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -209,19 +216,35 @@ def fit(run: Run, model: nn.Module, param_groups: Iterable[dict], dataset, spec:
                              optimizer.param_groups[0]["lr"], " ".join(f"{k} {v:.4f}" for k, v in scalars.items()))
             end_of_epoch = step % sampler.steps_per_epoch == 0
             if end_of_epoch or step == steps or (spec.checkpoint_every and step % spec.checkpoint_every == 0):
-                checkpoint()
+                checkpoint(batch["name"])
             if step >= steps:
                 break
     progress.close()
     if writer is not None:
         writer.close()
-    if skipped:
-        run.log.warning("skipped %d unreadable image(s) during training: %s", len(skipped), sorted(set(skipped)))
+    unreadable = sorted(set(skipped))
+    if unreadable:
+        run.log.warning("skipped %d unreadable image(s) during training: %s", len(unreadable), unreadable)
     if distributed.is_main():
         save_state(final_path, {"model": model.state_dict(), "signature": architecture_signature(model),
-                                "steps": step, "skipped_images": sorted(set(skipped))})
+                                "steps": step, "skipped_images": unreadable})
     distributed.barrier()
     return final_path
+
+
+def non_finite_tensor(model: nn.Module) -> str | None:
+    """Name of the first parameter or floating-point buffer holding NaN or inf, else None."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            return name
+    return None
+
+
+def diverged(what: str, step: int, names: list[str], ckpt_path: Path) -> TrainingError:
+    """The error that stops a diverged run: step, images and the checkpoint to go back to."""
+    last = ckpt_path if ckpt_path.exists() else "none (no checkpoint written yet)"
+    return TrainingError(f"{what} at step {step} on images {names}; last good checkpoint: {last}. "
+                         "Lower the learning rate or check these images.")
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:

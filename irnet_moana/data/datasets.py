@@ -68,7 +68,13 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 
 class TrainingDataset(Dataset):
-    """Common part of the training datasets: stems, per-sample RNG, corrupt-image policy."""
+    """Common part of the training datasets: stems, per-sample RNG, corrupt-image policy.
+
+    An unreadable image is skipped: its slot is filled by the next readable
+    image of the list (augmented with the slot's own RNG), so batches keep
+    their size (a batch of one breaks BatchNorm) and the sample reports the
+    skipped ids under "skipped" for the training summary.
+    """
 
     def __init__(self, data: VOCData, stems: Sequence[str], seed: int, skip_corrupt: bool = True) -> None:
         self.data, self.stems, self.seed, self.skip_corrupt = data, list(stems), seed, skip_corrupt
@@ -78,17 +84,22 @@ class TrainingDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
-        stem = self.stems[index]
-        try:
-            image = self.data.load_image(stem)
-        except CorruptFileError as exc:
-            if not self.skip_corrupt:
-                raise DatasetError(f"{exc}; replace the file, or set data.skip_corrupt=true to skip it") from exc
-            log.warning("skipping unreadable training image: %s", exc)
-            return {"skipped": stem}
-        sample = self.make_sample(stem, image, sample_rng(self.seed, epoch, index))
-        sample["name"] = stem
-        return sample
+        skipped = []
+        for offset in range(len(self.stems)):
+            stem = self.stems[(index + offset) % len(self.stems)]
+            try:
+                image = self.data.load_image(stem)
+            except CorruptFileError as exc:
+                if not self.skip_corrupt:
+                    raise DatasetError(f"{exc}; replace the file, or set data.skip_corrupt=true to skip it") from exc
+                log.warning("skipping unreadable training image: %s", exc)
+                skipped.append(stem)
+                continue
+            sample = self.make_sample(stem, image, sample_rng(self.seed, epoch, index))
+            sample.update(name=stem, skipped=skipped)
+            return sample
+        raise DatasetError(f"none of the {len(self.stems)} training images can be read (e.g. {skipped[0]}); "
+                           "check the dataset")
 
     def make_sample(self, stem: str, image: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
         raise NotImplementedError
@@ -199,14 +210,10 @@ def collate_single(batch: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def collate_training(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors and names; unreadable images skipped by the dataset are reported in ``skipped``."""
-    good = [b for b in batch if "skipped" not in b]
-    out: dict[str, Any] = {"skipped": [b["skipped"] for b in batch if "skipped" in b]}
-    if not good:
-        out["name"] = []
-        return out
-    out["name"] = [b["name"] for b in good]
-    for key, value in good[0].items():
+    """Stack tensors and names; unreadable images the dataset skipped are listed in ``skipped``."""
+    out: dict[str, Any] = {"name": [b["name"] for b in batch],
+                           "skipped": [stem for b in batch for stem in b.get("skipped", ())]}
+    for key, value in batch[0].items():
         if isinstance(value, torch.Tensor):
-            out[key] = torch.stack([b[key] for b in good])
+            out[key] = torch.stack([b[key] for b in batch])
     return out

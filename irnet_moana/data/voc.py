@@ -127,6 +127,13 @@ class VOCData:
                 f"dataset root {self.root} does not exist; for VOC 2012 run "
                 f"`python pipelines/prepare_data.py voc12 --root {self.root} --download`, "
                 "for the demo `python pipelines/prepare_data.py demo`")
+        missing = [str(self.root / sub) for sub in ("JPEGImages", LIST_DIR) if not (self.root / sub).is_dir()]
+        if missing:
+            nested = [p for p in (self.root / "VOC2012", self.root / "VOCdevkit" / "VOC2012") if p.is_dir()]
+            hint = f" (did you mean {nested[0]}?)" if nested else ""
+            raise DatasetError(
+                f"dataset root {self.root} does not have the VOC 2012 layout: {' and '.join(missing)} missing; "
+                f"point data.root at the folder that holds JPEGImages/ and ImageSets/Segmentation/{hint}")
         self.names = class_names(self.root)
 
     @property
@@ -143,7 +150,16 @@ class VOCData:
         return official if official.is_file() else aug_mask_dir(self.root) / f"{stem}.png"
 
     def split(self, split: str) -> list[str]:
-        return read_list(list_path(self.root, split))
+        """Ids of a list, all of whose images exist: a stage stops here rather than hours into its work."""
+        path = list_path(self.root, split)
+        stems = read_list(path)
+        absent = [s for s in stems if not self.image_path(s).is_file()]
+        if absent:
+            raise DatasetError(
+                f"{path}: {len(absent)} listed image(s) absent from {self.root / 'JPEGImages'}: "
+                f"{', '.join(absent[:5])}{' ...' if len(absent) > 5 else ''}; "
+                "restore them or remove them from the list")
+        return stems
 
     def load_image(self, stem: str) -> np.ndarray:
         path = self.image_path(stem)

@@ -15,10 +15,12 @@ def pending(stems: Sequence[str], out_dir: Path, suffix: str, log=None) -> list[
     """This rank's share of ``stems`` whose output is missing or unreadable.
 
     A corrupted output left by something else is removed and redone rather
-    than trusted.
+    than trusted, and so are the temporary files a killed run left behind.
     """
+    mine = distributed.shard(stems)
+    io.remove_stale_temps(out_dir, {f"{stem}{suffix}" for stem in mine})
     todo = []
-    for stem in distributed.shard(stems):
+    for stem in mine:
         path = out_dir / f"{stem}{suffix}"
         if io.output_is_valid(path):
             continue

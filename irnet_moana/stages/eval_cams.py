@@ -28,7 +28,8 @@ def evaluate(data: VOCData, cam_dir: Path, stems: Sequence[str], thresholds: Seq
     matrices = [ConfusionMatrix(data.num_classes + 1) for _ in thresholds]
     for stem in stems:
         keys = label_keys(labels[stem])
-        gt = data.load_mask(stem)
+        # checked against the image, so a wrong-sized mask is not blamed on its CAM below
+        gt = data.load_mask(stem, io.image_size(data.image_path(stem)))
         if keys.size == 0:
             for matrix in matrices:
                 matrix.update(np.zeros_like(gt), gt)

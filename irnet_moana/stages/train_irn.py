@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..data.datasets import RelationDataset
-from ..data.voc import VOCData
+from ..data.voc import VOCData, training_stems
 from ..models.irn import IRNet, irn_losses
 from ..run import start_run
 from ..training import TrainSpec, fit, poly_lambda
@@ -29,9 +29,7 @@ def run(cfg: dict, resume: bool = False) -> Path:
         raise ConfigError(f"key 'irn.crop_size' must be a multiple of 16 (the boundary map is at stride 4 of a "
                           f"stride-16 network), got {c['crop_size']}")
     data = VOCData(cfg["data"]["root"])
-    stems = data.split(cfg["data"]["train_list"])
-    labels = data.image_labels(stems)
-    stems = [s for s in stems if labels[s].sum() > 0]
+    stems, _ = training_stems(data, data.split(cfg["data"]["train_list"]), run_.log)
     dataset = RelationDataset(data, stems, run_.path(make_ir_labels.OUT), cfg["seed"], c["resize_scale"],
                               c["crop_size"], c["radius"], cfg["data"]["skip_corrupt"])
     model = build_model(cfg)

@@ -1,0 +1,220 @@
+"""Dense reference of IRNet's random walk and a benchmark of the sparse one against it.
+
+:func:`dense_propagate_reference` follows the original code step by step
+(pad, path affinities on the padded grid, dense symmetric matrix with unit
+diagonal, crop to the image, column normalisation, ``exp_times`` squarings).
+It is the single dense reference: the tests compare
+:func:`irnet_moana.random_walk.propagate_to_edge` with it, and
+:func:`benchmark_random_walk` times both on the same inputs.
+
+Peak memory is reported two ways:
+
+* ``*_peak_rss_bytes``: growth of the process's peak resident set during one
+  call, measured by resetting the kernel's peak counter (write ``5`` to
+  ``/proc/self/clear_refs``, Linux >= 4.0) and reading ``VmHWM`` afterwards.
+  It sees every allocation (torch's included) but counts pages, and memory
+  the allocator reuses from earlier frees is not counted again, so it is a
+  lower bound for small buffers; large buffers (the dense matrices) are fresh
+  mappings and are counted in full. ``None`` where the counter cannot be reset.
+* ``dense_matrix_bytes`` / ``sparse_matrix_bytes``: the analytic size of one
+  ``HW x HW`` float32 matrix (the squaring keeps at least two alive) and the
+  size of the CSR operator (values + column indices + row pointers).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .random_walk import propagate_to_edge, transition_operator
+from .relations import PathIndex
+
+_FLOAT32_BYTES = 4
+
+
+def dense_affinity_matrix(edge: torch.Tensor, radius: int = 5) -> torch.Tensor:
+    """IRNet's dense symmetric affinity matrix ``A`` (``HW x HW``, unit diagonal) of an ``(H, W)`` map."""
+    height, width = edge.shape
+    padded_h, padded_w = height + radius, width + 2 * radius
+    index = PathIndex(radius)
+    padded = F.pad(edge[None, None], (radius, radius, 0, radius), value=1.0)
+    affinity = index.edge_to_affinity(padded)[0]
+    source_h, source_w = affinity.shape[-2:]
+
+    flat = torch.arange(padded_h * padded_w).view(padded_h, padded_w)
+    source = flat[:source_h, index.margin:index.margin + source_w].reshape(-1)
+    dense = torch.zeros(padded_h * padded_w, padded_h * padded_w, dtype=edge.dtype)
+    for d, (dy, dx) in enumerate(index.directions.tolist()):
+        left = index.margin + dx
+        target = flat[dy:dy + source_h, left:left + source_w].reshape(-1)
+        dense[source, target] = affinity[d].reshape(-1)
+        dense[target, source] = affinity[d].reshape(-1)
+    dense.fill_diagonal_(1.0)
+
+    dense = dense.view(padded_h, padded_w, padded_h, padded_w)
+    dense = dense[:-radius, radius:-radius, :-radius, radius:-radius]
+    return dense.reshape(height * width, height * width)
+
+
+def dense_transition_matrix(edge: torch.Tensor, radius: int = 5, beta: float = 10.0) -> torch.Tensor:
+    """IRNet's transition matrix ``T``: ``A**beta`` divided by its column sums (diagonal included)."""
+    scaled = dense_affinity_matrix(edge, radius) ** beta
+    return scaled / scaled.sum(dim=0, keepdim=True)
+
+
+def dense_propagate_reference(
+    cams: torch.Tensor,
+    edge: torch.Tensor,
+    radius: int = 5,
+    beta: float = 10.0,
+    exp_times: int = 8,
+) -> torch.Tensor:
+    """IRNet's dense random walk, ``(C, H, W)`` in, ``(C, H, W)`` out, on the CPU.
+
+    Same interface as :func:`propagate_to_edge`; the computation dtype is
+    ``cams``'s (use float64 for a tight reference). Needs ``(HW)^2`` memory.
+    """
+    channels, height, width = cams.shape
+    edge = edge.reshape(height, width).to(cams.dtype).cpu()
+    transition = dense_transition_matrix(edge, radius=radius, beta=beta)
+    for _ in range(exp_times):
+        transition = transition @ transition
+    walked = (cams.cpu() * (1.0 - edge)).reshape(channels, -1) @ transition
+    return walked.reshape(channels, height, width)
+
+
+def synthetic_walk_inputs(
+    height: int, width: int, num_classes: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic CAM-like blobs ``(C, H, W)`` and a boundary map ``(H, W)`` with ring edges.
+
+    Uniform noise would make almost every path contain a high value, so the
+    walk would barely move; rings of high boundary over a low background
+    give regions the walk fills and edges it stops at, as in real images.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    ys = torch.arange(height, dtype=torch.float32).view(-1, 1)
+    xs = torch.arange(width, dtype=torch.float32).view(1, -1)
+
+    def random_centres(count: int) -> torch.Tensor:
+        return torch.rand(count, 2, generator=generator) * torch.tensor([height, width])
+
+    scale = min(height, width)
+    cams = torch.zeros(num_classes, height, width)
+    for k, (cy, cx) in enumerate(random_centres(num_classes).tolist()):
+        spread = scale * (0.1 + 0.2 * torch.rand(1, generator=generator).item())
+        cams[k] = torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * spread ** 2))
+    cams = cams / cams.amax(dim=(1, 2), keepdim=True)
+
+    edge = 0.05 * torch.rand(height, width, generator=generator)
+    for cy, cx in random_centres(3).tolist():
+        ring_radius = scale * (0.15 + 0.25 * torch.rand(1, generator=generator).item())
+        distance = torch.sqrt((ys - cy) ** 2 + (xs - cx) ** 2)
+        edge = torch.maximum(edge, 0.95 * torch.exp(-((distance - ring_radius) ** 2) / 2.0))
+    return cams, edge
+
+
+def _read_peak_rss_kib() -> int | None:
+    """``VmHWM`` of this process in KiB, or ``None`` off Linux."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> int | None:
+    """Reset the peak resident set to the current one; its value in KiB, or ``None``."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return None
+    return _read_peak_rss_kib()
+
+
+def _measure(run: Callable[[], torch.Tensor], repeats: int) -> tuple[torch.Tensor, float, int | None]:
+    """Result, best wall time over ``repeats`` calls, and peak RSS growth in bytes of one call."""
+    baseline = _reset_peak_rss()
+    result = run()
+    peak = _read_peak_rss_kib()
+    peak_growth = None if baseline is None or peak is None else (peak - baseline) * 1024
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return result, best, peak_growth
+
+
+def _sparse_matrix_bytes(edge: torch.Tensor, radius: int, beta: float) -> int:
+    operator = transition_operator(edge, radius=radius, beta=beta)
+    return sum(t.numel() * t.element_size()
+               for t in (operator.values(), operator.col_indices(), operator.crow_indices()))
+
+
+def benchmark_random_walk(
+    shapes: tuple[tuple[int, int], ...] = ((32, 32), (48, 64), (64, 64)),
+    num_classes: tuple[int, ...] = (3, 20),
+    large: tuple[int, int] | None = (128, 128),
+    repeats: int = 3,
+    radius: int = 5,
+    beta: float = 10.0,
+    exp_times: int = 8,
+    threads: int | None = 2,
+    seed: int = 0,
+) -> list[dict]:
+    """Time the sparse random walk against the dense reference on the CPU, side by side.
+
+    One row per (shape, class count): sizes, best-of-``repeats`` seconds of
+    each method (the whole call: matrix construction and walk), ``speedup``
+    (dense / sparse), ``argmax_equal`` and ``max_rel_error`` (max absolute
+    difference over the max of the dense result), the analytic matrix sizes
+    and the measured peak RSS growth of each (see the module docstring). The
+    ``large`` shape runs the sparse method only, with the largest class count
+    (dense fields are ``None``; ``dense_matrix_bytes`` still says what the
+    dense method would need). ``threads`` sets torch's intra-op threads for
+    the run and is restored afterwards.
+    """
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    settings = dict(radius=radius, beta=beta, exp_times=exp_times)
+    cases = [(shape, c, True) for shape in shapes for c in num_classes]
+    if large is not None:
+        cases.append((large, max(num_classes), False))
+    rows = []
+    try:
+        for (height, width), classes, with_dense in cases:
+            cams, edge = synthetic_walk_inputs(height, width, classes, seed=seed)
+            sparse, sparse_s, sparse_peak = _measure(
+                lambda: propagate_to_edge(cams, edge, **settings), repeats)
+            num_pixels = height * width
+            row = {
+                "height": height, "width": width, "num_classes": classes,
+                "threads": torch.get_num_threads(), "repeats": repeats,
+                "sparse_s": sparse_s, "sparse_peak_rss_bytes": sparse_peak,
+                "sparse_matrix_bytes": _sparse_matrix_bytes(edge, radius, beta),
+                "dense_matrix_bytes": num_pixels * num_pixels * _FLOAT32_BYTES,
+                "dense_s": None, "dense_peak_rss_bytes": None, "speedup": None,
+                "argmax_equal": None, "max_rel_error": None,
+            }
+            if with_dense:
+                dense, dense_s, dense_peak = _measure(
+                    lambda: dense_propagate_reference(cams, edge, **settings), repeats)
+                row.update(
+                    dense_s=dense_s, dense_peak_rss_bytes=dense_peak,
+                    speedup=dense_s / sparse_s,
+                    argmax_equal=bool(torch.equal(sparse.argmax(0), dense.argmax(0))),
+                    max_rel_error=float((sparse - dense).abs().max() / dense.abs().max()),
+                )
+            rows.append(row)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return rows
