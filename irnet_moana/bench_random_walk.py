@@ -12,16 +12,19 @@ Peak memory is reported two ways:
 * ``*_peak_rss_bytes``: growth of the process's peak resident set during one
   call, measured by resetting the kernel's peak counter (write ``5`` to
   ``/proc/self/clear_refs``, Linux >= 4.0) and reading ``VmHWM`` afterwards.
-  It sees every allocation (torch's included) but counts pages, and memory
-  the allocator reuses from earlier frees is not counted again, so it is a
-  lower bound for small buffers; large buffers (the dense matrices) are fresh
-  mappings and are counted in full. ``None`` where the counter cannot be reset.
+  It sees every allocation (torch's included) at page granularity. Free heap
+  memory is returned to the kernel first (glibc ``malloc_trim``) so that
+  buffers recycled from earlier frees are counted; what the allocator keeps
+  anyway makes it a lower bound for small buffers, while large buffers (the
+  dense matrices) are fresh mappings and counted in full. ``None`` where the
+  counter cannot be reset.
 * ``dense_matrix_bytes`` / ``sparse_matrix_bytes``: the analytic size of one
   ``HW x HW`` float32 matrix (the squaring keeps at least two alive) and the
   size of the CSR operator (values + column indices + row pointers).
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import time
 from typing import Callable
@@ -131,6 +134,12 @@ def _read_peak_rss_kib() -> int | None:
 
 def _reset_peak_rss() -> int | None:
     """Reset the peak resident set to the current one; its value in KiB, or ``None``."""
+    # Hand freed heap pages back to the kernel first, so that buffers the
+    # measured call gets from earlier frees are faulted in again and counted.
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")
@@ -140,7 +149,7 @@ def _reset_peak_rss() -> int | None:
 
 
 def _measure(run: Callable[[], torch.Tensor], repeats: int) -> tuple[torch.Tensor, float, int | None]:
-    """Result, best wall time over ``repeats`` calls, and peak RSS growth in bytes of one call."""
+    """Result and peak RSS growth (bytes) of a warm-up call, and the best time of ``repeats`` more."""
     baseline = _reset_peak_rss()
     result = run()
     peak = _read_peak_rss_kib()
@@ -154,6 +163,7 @@ def _measure(run: Callable[[], torch.Tensor], repeats: int) -> tuple[torch.Tenso
 
 
 def _sparse_matrix_bytes(edge: torch.Tensor, radius: int, beta: float) -> int:
+    """Bytes held by the CSR operator: values, column indices and row pointers."""
     operator = transition_operator(edge, radius=radius, beta=beta)
     return sum(t.numel() * t.element_size()
                for t in (operator.values(), operator.col_indices(), operator.crow_indices()))
@@ -173,7 +183,8 @@ def benchmark_random_walk(
     """Time the sparse random walk against the dense reference on the CPU, side by side.
 
     One row per (shape, class count): sizes, best-of-``repeats`` seconds of
-    each method (the whole call: matrix construction and walk), ``speedup``
+    each method (the whole call: matrix construction and walk; after one
+    untimed warm-up call, the one whose memory is measured), ``speedup``
     (dense / sparse), ``argmax_equal`` and ``max_rel_error`` (max absolute
     difference over the max of the dense result), the analytic matrix sizes
     and the measured peak RSS growth of each (see the module docstring). The
@@ -182,6 +193,8 @@ def benchmark_random_walk(
     dense method would need). ``threads`` sets torch's intra-op threads for
     the run and is restored afterwards.
     """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

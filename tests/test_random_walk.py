@@ -33,7 +33,7 @@ def test_matches_dense_reference_with_ring_boundaries(shape):
 def test_matches_dense_reference_with_random_boundaries(shape):
     generator = torch.Generator().manual_seed(shape[0])
     cams = torch.rand(3, *shape, generator=generator)
-    # Squared uniform noise keeps many paths passable, so the walk mixes.
+    # Uniform noise to the 4th power keeps many paths passable, so the walk mixes.
     edge = torch.rand(1, *shape, generator=generator) ** 4
     _assert_matches_reference(cams, edge)
     _assert_matches_reference(cams, edge, radius=3, beta=4.0, exp_times=5)
