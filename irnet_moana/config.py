@@ -33,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
         "backbone": "resnet50",
         "weights": "imagenet",  # imagenet | none | a file; "{run_dir}" in a path is this run's directory
         "strides": [2, 2, 2, 1],
+        # Under torchrun, trainable BatchNorm (freeze_bn false, and MoANA's own BNs) normalises each
+        # rank's part of the batch alone, so DDP then differs from one process on the whole batch.
         "freeze_bn": True,
         "freeze_stem": True,
         "moana": True,

@@ -112,11 +112,21 @@ def read_json(path: str | os.PathLike) -> Any:
         raise CorruptFileError(f"{path}: not valid JSON ({exc}); delete it and rerun the stage that writes it") from exc
 
 
+# np.savez stamps each member with the current time; a fixed stamp makes the
+# same arrays give the same bytes, so reruns and sharded runs can be compared.
+_NPZ_TIME = (1980, 1, 1, 0, 0, 0)
+
+
 def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], compress: bool = False) -> None:
-    """Write arrays to ``path`` (.npz) atomically; no object arrays, so no pickle."""
+    """Write arrays to ``path`` (.npz, readable by ``np.load``) atomically; no pickle, reproducible bytes."""
     buffer = io.BytesIO()
-    (np.savez_compressed if compress else np.savez)(buffer, allow_pickle=False,
-                                                    **{k: np.asarray(v) for k, v in arrays.items()})
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buffer, "w", compression=method) as archive:
+        for name, value in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=_NPZ_TIME)
+            member.compress_type = method
+            with archive.open(member, "w", force_zip64=True) as handle:
+                np.lib.format.write_array(handle, np.asarray(value), allow_pickle=False)
     write_bytes(path, buffer.getvalue())
 
 

@@ -73,6 +73,8 @@ def wsss_stages(with_baseline: bool, prepare: Callable[[dict], None] | None = No
     from deeplab import evaluate as deeplab_eval
     from deeplab import train as deeplab_train
 
+    from . import visualize
+
     stages = [Stage("prepare", prepare, ())] if prepare else []
     if with_baseline:
         stages += [
@@ -88,8 +90,11 @@ def wsss_stages(with_baseline: bool, prepare: Callable[[dict], None] | None = No
         Stage("train_irn", lambda c: train_irn.run(c, resume=True), (train_irn.OUT,)),
         Stage("make_pseudo_masks", make_pseudo_masks.run, (make_pseudo_masks.OUT,)),
         Stage("eval_masks", eval_masks.run, ("metrics/eval_pseudo_masks.json",)),
-        Stage("train_deeplab", lambda c: deeplab_train.run(c, resume=True), deeplab_train.OUTPUTS),
-        Stage("eval_deeplab", deeplab_eval.run, deeplab_eval.OUTPUTS),
+        Stage("train_deeplab", lambda c: deeplab_train.run(c, resume=True), (deeplab_train.OUT,)),
+        Stage("eval_deeplab", deeplab_eval.run,
+              tuple(f"{deeplab_train.OUT}/{folder}" for folder in deeplab_eval.SETTINGS) +
+              (f"metrics/{deeplab_eval.METRICS}",)),
+        Stage("visualize", visualize.run, ("figures",)),
     ]
     return stages
 
@@ -97,15 +102,17 @@ def wsss_stages(with_baseline: bool, prepare: Callable[[dict], None] | None = No
 def wsol_stages(with_baseline: bool, prepare: Callable[[dict], None] | None = None) -> list[Stage]:
     from .stages import eval_wsol, train_wsol
 
+    wsol_eval_outputs = (f"{train_wsol.OUT}/{eval_wsol.SCOREMAPS}", f"{train_wsol.OUT}/{eval_wsol.PREDICTIONS}",
+                         "metrics/eval_wsol.json", str(eval_wsol.FIGURE))
     stages = [Stage("prepare", prepare, ())] if prepare else []
     if with_baseline:
         stages += [
             Stage("train_wsol_plain", lambda c: train_wsol.run(c, resume=True), (train_wsol.OUT,), baseline=True),
-            Stage("eval_wsol_plain", eval_wsol.run, eval_wsol.OUTPUTS, baseline=True),
+            Stage("eval_wsol_plain", eval_wsol.run, wsol_eval_outputs, baseline=True),
         ]
     stages += [
         Stage("train_wsol", lambda c: train_wsol.run(c, resume=True), (train_wsol.OUT,)),
-        Stage("eval_wsol", eval_wsol.run, eval_wsol.OUTPUTS),
+        Stage("eval_wsol", eval_wsol.run, wsol_eval_outputs),
     ]
     return stages
 

@@ -1,5 +1,15 @@
 """Evaluate WSOL score maps against box annotations: MaxBoxAccV2, MaxBoxAcc, GT-known / Top-1 / Top-5 Loc.
 
+Model-driven mode (--config, with --set and --run-dir): computes the score map
+(CAM of the ground-truth class) and top-5 classes of every image of
+wsol.eval_split with <run_dir>/wsol/model.pth, saves them under
+<run_dir>/wsol/scoremaps/<split>/ and <run_dir>/wsol/predictions/, evaluates
+them with the localisation threshold chosen on wsol.threshold_split (or on the
+evaluated split when that split has no metadata folder), evaluates the
+centre-box baseline the same way and writes <run_dir>/metrics/eval_wsol.json
+and <run_dir>/figures/wsol_examples.png (--out FILE: a copy of the JSON). A
+rerun skips the maps that exist.
+
 Standalone mode: score maps are read from <scoremap-root>/<image id>.npy, where
 the image id is a line of the split's image_ids.txt (001.Albatross/x.jpg ->
 001.Albatross/x.jpg.npy). Each is a 2-D float array of any size, the map of
@@ -17,6 +27,7 @@ import _paths  # noqa: F401
 
 from irnet_moana import io
 from irnet_moana.cli import main_guard
+from irnet_moana.config import load_config
 from irnet_moana.wsol.evaluation import CAM_THRESHOLDS, evaluate_scoremap_dir, format_one_line, format_results
 
 
@@ -26,9 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--scoremap-root", help="folder of score maps, <image id>.npy")
     source.add_argument("--centre-baseline", action="store_true",
                         help="evaluate the centre-box baseline (a box over the central half of each image) instead")
-    parser.add_argument("--metadata-root", required=True,
+    source.add_argument("--config", help="model-driven mode: setting file (e.g. pipelines/configs/cub.yaml); "
+                                         "score maps come from the run's trained network")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --config: override a config key, e.g. --set wsol.moana=false (repeatable)")
+    parser.add_argument("--run-dir", default=None, help="with --config: run directory (default: the config's run_dir)")
+    parser.add_argument("--metadata-root", default=None,
                         help="metadata folder of the evaluated split (image_ids.txt, class_labels.txt, "
-                             "image_sizes.txt, localization.txt), e.g. metadata/CUB/test")
+                             "image_sizes.txt, localization.txt), e.g. metadata/CUB/test; required without --config")
     parser.add_argument("--predictions", default=None,
                         help="JSON object: image id -> predicted classes best first (top five); "
                              "enables Top-1 / Top-5 Loc")
@@ -47,6 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.config:
+        standalone = [name for name, value in (("--metadata-root", args.metadata_root),
+                                               ("--predictions", args.predictions),
+                                               ("--threshold-metadata-root", args.threshold_metadata_root),
+                                               ("--threshold-scoremap-root", args.threshold_scoremap_root),
+                                               ("--threshold", args.threshold)) if value is not None]
+        if standalone:
+            parser.error(f"{', '.join(standalone)} belong to the --scoremap-root/--centre-baseline modes; with "
+                         "--config the splits come from the wsol section (e.g. --set wsol.threshold_split=val)")
+        return
+    if args.overrides or args.run_dir:
+        parser.error("--set and --run-dir need --config")
+    if not args.metadata_root:
+        parser.error("--metadata-root is required with --scoremap-root or --centre-baseline")
     if args.threshold_scoremap_root and not args.threshold_metadata_root:
         parser.error("--threshold-scoremap-root needs --threshold-metadata-root")
     if args.threshold_metadata_root and args.scoremap_root and not args.threshold_scoremap_root:
@@ -62,6 +92,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(parser, args)
+    if args.config:
+        # Imported here: the standalone modes do not need torch.
+        from irnet_moana.stages import eval_wsol
+
+        cfg = load_config(args.config, args.overrides)
+        if args.run_dir:
+            cfg["run_dir"] = args.run_dir
+        return eval_wsol.run(cfg, out=args.out)
     result = evaluate_scoremap_dir(
         None if args.centre_baseline else args.scoremap_root, args.metadata_root,
         predictions_path=args.predictions,

@@ -1,0 +1,374 @@
+"""Side-by-side CPU timings of the pipeline's hot spots, on the same inputs in one run.
+
+Four parts, each a function returning a dict of absolute figures and ratios:
+
+* :func:`bench_make_cams`: CAM inference (all scales, each with its flip) in
+  bf16 and fp32 channels-last, as ``make_cams`` runs it, against
+  :func:`reference_style_cams`, a per-scale loop written like the original
+  implementation (fp32, default memory layout, image and flip as separate
+  forwards);
+* :func:`bench_random_walk`: the sparse random walk against the dense
+  reference (:func:`irnet_moana.bench_random_walk.benchmark_random_walk`);
+* :func:`bench_crf`: ``make_ir_labels``' per-image work (two dense CRF passes)
+  in a process pool of 1 and of all cores;
+* :func:`bench_deeplab`: multi-scale DeepLab v2 inference in fp32 (default
+  layout and channels-last) and bf16 channels-last.
+
+Methods that are compared are run in turn on each input (round robin), so a
+change in the load of a shared machine shifts all of them alike;
+:func:`machine_info` records what the figures were measured on, the load
+average included. :func:`run_benchmarks` runs the parts asked for.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import io
+from .bench_random_walk import benchmark_random_walk
+from .data.datasets import InferenceDataset
+from .data.voc import DatasetError, VOCData
+from .models.cam_net import CAMNet
+from .stages import make_ir_labels, train_cam
+from .stages.common import label_keys
+from .stages.eval_cams import seed_labels
+from .stages.make_cams import image_cams, max_normalize, strided_size, strided_up_size
+from .training import load_weights
+
+PARTS = ("make_cams", "random_walk", "crf", "deeplab")
+
+
+@dataclass
+class BenchmarkSizes:
+    """How much work each part times; the defaults take a few minutes on 2 cores."""
+
+    cam_images: int = 4
+    walk_shape: tuple[int, int] = (48, 64)
+    walk_classes: int = 20
+    walk_large: tuple[int, int] = (128, 128)
+    walk_repeats: int = 1
+    crf_images: int = 48
+    deeplab_depths: tuple[int, ...] = (18,)
+    deeplab_size: int = 256
+    deeplab_images: int = 3
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (the platform's processor string elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict:
+    """CPU model, core count, torch version and threads, and the load average now (1, 5, 15 min)."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def round_robin(methods: dict[str, Callable[[int], object]], count: int, warmup: int = 1) -> dict[str, float]:
+    """Seconds each method spends on inputs 0..count-1, taking turns on each input.
+
+    ``warmup`` extra untimed calls on input 0 let each method set up its
+    kernels (oneDNN picks and caches them on first use) before timing.
+    """
+    for run in methods.values():
+        for _ in range(warmup):
+            run(0)
+    totals = dict.fromkeys(methods, 0.0)
+    for index in range(count):
+        for name, run in methods.items():
+            start = time.perf_counter()
+            run(index)
+            totals[name] += time.perf_counter() - start
+    return totals
+
+
+@torch.no_grad()
+def reference_style_cams(model: CAMNet, pyramid: Sequence[torch.Tensor], size: Sequence[int],
+                         keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """REFERENCE-STYLE LOOP, the timing baseline: a straightforward per-scale loop like the original code's.
+
+    One fp32 forward per scale for the image and another for its flip, in the
+    model's default memory layout, then the same resizing, summing and max
+    normalisation as :func:`irnet_moana.stages.make_cams.image_cams`, whose
+    (cam, high_res) it returns. Not used by the pipeline.
+    """
+    keys_t = torch.from_numpy(keys)
+    low_size, up_size = strided_size(size, 4), strided_up_size(size, model.output_stride)
+    low = torch.zeros((len(keys), *low_size))
+    high = torch.zeros((len(keys), *up_size))
+    for images in pyramid:
+        image, flipped = images[0:1].contiguous(), images[1:2].contiguous()
+        maps = model.cams(image)[0] + model.cams(flipped)[0].flip(-1)
+        merged = maps[keys_t].unsqueeze(0)
+        low += F.interpolate(merged, low_size, mode="bilinear", align_corners=False)[0]
+        high += F.interpolate(merged, up_size, mode="bilinear", align_corners=False)[0]
+    return max_normalize(low).numpy(), max_normalize(high[:, :size[0], :size[1]]).numpy()
+
+
+def _labelled_stems(data: VOCData, split: str, count: int) -> list[str]:
+    stems = data.split(split)
+    labels = data.image_labels(stems)
+    chosen = [s for s in stems if labels[s].sum() > 0][:count]
+    if not chosen:
+        raise DatasetError(f"no image of {data.root} '{split}' has a class label to benchmark on")
+    return chosen
+
+
+def cam_model(cfg: dict, num_classes: int, run_dir: Path | None) -> tuple[CAMNet, str]:
+    """The CAM network of ``cfg`` with ``run_dir``'s trained weights when present, else random ones."""
+    model = train_cam.build_model(cfg, num_classes, weights="none")
+    weights = run_dir / train_cam.OUT / "model.pth" if run_dir is not None else None
+    if weights is not None and weights.is_file():
+        load_weights(weights, model)
+        return model.eval(), f"trained ({weights})"
+    return model.eval(), "random (no trained CAM model given or found)"
+
+
+def bench_make_cams(cfg: dict, sizes: BenchmarkSizes, run_dir: Path | None = None) -> dict:
+    """Images/s of CAM inference: bf16 and fp32 channels-last against the reference-style loop."""
+    data = VOCData(cfg["data"]["root"])
+    stems = _labelled_stems(data, cfg["data"]["train_list"], sizes.cam_images)
+    labels = data.image_labels(stems)
+    dataset = InferenceDataset(data, stems, cfg["cam"]["scales"], labels)
+    samples = [dataset[i] for i in range(len(stems))]  # decoded and resized before timing
+    model, weights = cam_model(cfg, data.num_classes, run_dir)
+    baseline_model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    fast_model = model.to(memory_format=torch.channels_last)
+    device = torch.device("cpu")
+    outputs: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {"reference_loop_fp32": {}, "fp32": {}, "bf16": {}}
+
+    def method(name: str, compute: Callable[[dict], tuple[np.ndarray, np.ndarray]]) -> Callable[[int], None]:
+        def run(index: int) -> None:
+            outputs[name][index] = compute(samples[index])
+        return run
+
+    def keys_of(sample: dict) -> np.ndarray:
+        return label_keys(sample["label"])
+
+    totals = round_robin({
+        "reference_loop_fp32": method("reference_loop_fp32", lambda s: reference_style_cams(
+            baseline_model, s["pyramid"], s["size"], keys_of(s))),
+        "fp32": method("fp32", lambda s: image_cams(fast_model, s["pyramid"], s["size"], keys_of(s), device, "none")),
+        "bf16": method("bf16", lambda s: image_cams(fast_model, s["pyramid"], s["size"], keys_of(s), device, "bf16")),
+    }, len(samples))
+    threshold = cfg["cam"]["bg_threshold"]
+    agreement = np.mean([
+        (seed_labels(outputs["bf16"][i][1], keys_of(s), threshold)
+         == seed_labels(outputs["fp32"][i][1], keys_of(s), threshold)).mean() for i, s in enumerate(samples)])
+    loop_vs_fp32 = max(float(np.abs(outputs["reference_loop_fp32"][i][1] - outputs["fp32"][i][1]).max())
+                       for i in range(len(samples)))
+    rate = {name: len(samples) / seconds for name, seconds in totals.items()}
+    return {
+        "weights": weights, "backbone": cfg["cam"]["backbone"], "moana": cfg["cam"]["moana"],
+        "images": len(samples), "image_size": list(samples[0]["size"]), "scales": cfg["cam"]["scales"],
+        "images_per_s": {k: round(v, 3) for k, v in rate.items()},
+        "speedup_bf16_vs_reference_loop": round(rate["bf16"] / rate["reference_loop_fp32"], 2),
+        "speedup_fp32_vs_reference_loop": round(rate["fp32"] / rate["reference_loop_fp32"], 2),
+        "speedup_bf16_vs_fp32": round(rate["bf16"] / rate["fp32"], 2),
+        "max_abs_diff_reference_loop_vs_fp32_high_res": loop_vs_fp32,
+        "seed_pixel_agreement_bf16_vs_fp32": round(float(agreement), 5),
+    }
+
+
+def bench_random_walk(sizes: BenchmarkSizes) -> dict:
+    """Sparse random walk vs the dense reference at one size, and the sparse one alone at a large size."""
+    rows = benchmark_random_walk(shapes=(tuple(sizes.walk_shape),), num_classes=(sizes.walk_classes,),
+                                 large=tuple(sizes.walk_large) if sizes.walk_large else None,
+                                 repeats=sizes.walk_repeats, threads=sizes.threads)
+    compared = rows[0]
+    out = {
+        "shape": [compared["height"], compared["width"]], "num_classes": compared["num_classes"],
+        "dense_s": round(compared["dense_s"], 4), "sparse_s": round(compared["sparse_s"], 4),
+        "speedup_sparse_vs_dense": round(compared["speedup"], 1), "argmax_equal": compared["argmax_equal"],
+        "max_rel_error": compared["max_rel_error"], "repeats": sizes.walk_repeats,
+    }
+    if len(rows) > 1:
+        large = rows[1]
+        out.update(large_shape=[large["height"], large["width"]], large_num_classes=large["num_classes"],
+                   large_sparse_s=round(large["sparse_s"], 4))
+    return out
+
+
+def synthetic_cams(mask: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """CAM-like maps for CRF timing: each class's ground-truth region blurred and max-normalised.
+
+    The CRF's cost depends on the image size and label count, not on where
+    the CAMs came from; this keeps the CRF part independent of a CAM model.
+    """
+    sigma = max(mask.shape) / 16
+    maps = [cv2.GaussianBlur((mask == k + 1).astype(np.float32), (0, 0), sigma) for k in keys]
+    stacked = np.stack(maps)
+    return stacked / (stacked.reshape(len(keys), -1).max(1)[:, None, None] + 1e-5)
+
+
+def bench_crf(cfg: dict, sizes: BenchmarkSizes) -> dict:
+    """make_ir_labels' per-image work (two CRF passes) over N images with 1 process vs all cores."""
+    data = VOCData(cfg["data"]["root"])
+    stems = _labelled_stems(data, cfg["data"]["train_list"], sizes.crf_images)
+    labels = data.image_labels(stems)
+    c = cfg["ir_label"]
+    params = (c["fg_threshold"], c["bg_threshold"], c["crf_gt_prob"], c["crf_iterations"])
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="bench_crf_") as scratch:
+        scratch_dir = Path(scratch)
+        tasks = []
+        for stem in stems:
+            keys = label_keys(labels[stem])
+            mask = data.load_mask(stem)
+            high_res = synthetic_cams(mask, keys)
+            cam_path = scratch_dir / f"{stem}.npz"
+            io.save_npz(cam_path, {"keys": keys, "cam": high_res[:, ::4, ::4], "high_res": high_res})
+            tasks.append((str(data.root), str(cam_path), str(scratch_dir / f"{stem}.png"), stem, keys, params))
+
+        def pool_seconds(workers: int) -> float:
+            start = time.perf_counter()
+            # as make_ir_labels runs its workers
+            with get_context("fork").Pool(workers) as pool:
+                for _ in pool.imap_unordered(make_ir_labels._work, tasks, chunksize=4):
+                    pass
+            return time.perf_counter() - start
+
+        pool_seconds(cores)  # warm-up: page cache and pydensecrf's import in the parent
+        seconds = {1: 0.0, cores: 0.0}
+        # alternate, twice each, so a change in the machine's load hits both alike
+        for _ in range(2):
+            for workers in seconds:
+                seconds[workers] += pool_seconds(workers) / 2
+    per_image = {w: s / len(tasks) for w, s in seconds.items()}
+    return {
+        "images": len(tasks), "image_size": list(data.load_image(stems[0]).shape[:2]), "cores": cores,
+        "seconds_per_image": {f"{w}_process{'es' if w > 1 else ''}": round(v, 4) for w, v in per_image.items()},
+        "images_per_s": {f"{w}_process{'es' if w > 1 else ''}": round(1 / v, 2) for w, v in per_image.items()},
+        "speedup_all_cores_vs_1": round(seconds[1] / seconds[cores], 2),
+    }
+
+
+def bench_deeplab(sizes: BenchmarkSizes, num_classes: int = 21) -> dict:
+    """Multi-scale DeepLab v2 inference (random weights) per depth: fp32, fp32 channels-last, bf16 channels-last."""
+    from deeplab.model import deeplab_v2
+
+    out = {}
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(sizes.deeplab_images, 1, 3, sizes.deeplab_size, sizes.deeplab_size, generator=generator)
+    for depth in sizes.deeplab_depths:
+        model = deeplab_v2(num_classes, depth=depth, weights="none").eval()
+        last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        logits: dict[str, dict[int, torch.Tensor]] = {"fp32": {}, "fp32_channels_last": {}, "bf16_channels_last": {}}
+
+        def method(name: str, net: torch.nn.Module, layout: torch.memory_format,
+                   dtype: torch.dtype | None) -> Callable[[int], None]:
+            @torch.no_grad()
+            def run(index: int) -> None:
+                x = images[index].contiguous(memory_format=layout)
+                if dtype is None:
+                    y = net(x)
+                else:
+                    with torch.autocast("cpu", dtype=dtype):
+                        y = net(x)
+                logits[name][index] = y.float()
+            return run
+
+        totals = round_robin({
+            "fp32": method("fp32", model, torch.contiguous_format, None),
+            "fp32_channels_last": method("fp32_channels_last", last, torch.channels_last, None),
+            "bf16_channels_last": method("bf16_channels_last", last, torch.channels_last, torch.bfloat16),
+        }, len(images))
+        rate = {name: len(images) / seconds for name, seconds in totals.items()}
+        fp32, bf16 = logits["fp32"], logits["bf16_channels_last"]
+        agreement = float(np.mean([(fp32[i].argmax(1) == bf16[i].argmax(1)).float().mean().item() for i in fp32]))
+        out[f"resnet{depth}"] = {
+            "images": len(images), "image_size": [sizes.deeplab_size] * 2, "scales": [1.0, 0.75, 0.5],
+            "images_per_s": {k: round(v, 3) for k, v in rate.items()},
+            "speedup_bf16_channels_last_vs_fp32": round(rate["bf16_channels_last"] / rate["fp32"], 2),
+            "speedup_fp32_channels_last_vs_fp32": round(rate["fp32_channels_last"] / rate["fp32"], 2),
+            "argmax_agreement_bf16_vs_fp32": round(agreement, 5),
+        }
+    return out
+
+
+def check_targets(results: dict) -> dict[str, bool]:
+    """The speed targets of the pipeline that these figures can decide."""
+    checks = {}
+    if "make_cams" in results:
+        speedup = results["make_cams"]["speedup_bf16_vs_reference_loop"]
+        checks["make_cams_bf16_at_least_3x_reference_loop"] = speedup >= 3
+    if "random_walk" in results:
+        walk = results["random_walk"]
+        checks["random_walk_sparse_at_least_100x_dense_same_argmax"] = bool(
+            walk["speedup_sparse_vs_dense"] >= 100 and walk["argmax_equal"])
+        if "large_sparse_s" in walk:
+            checks["random_walk_large_under_2s"] = walk["large_sparse_s"] < 2
+    if "crf" in results and results["crf"]["cores"] > 1:
+        # "scales with cores": more than half the ideal speed-up
+        checks["crf_scales_with_cores"] = results["crf"]["speedup_all_cores_vs_1"] > results["crf"]["cores"] / 2
+    return checks
+
+
+def run_benchmarks(cfg: dict, parts: Sequence[str] = PARTS, sizes: BenchmarkSizes | None = None,
+                   run_dir: Path | None = None, log: Callable[[str], None] = print) -> dict:
+    """Run the parts asked for and return machine info, figures per part and target checks."""
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown benchmark part(s) {unknown}; choose from {PARTS}")
+    sizes = sizes or BenchmarkSizes()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(sizes.threads)
+    report: dict = {"machine_start": machine_info(), "sizes": asdict(sizes)}
+    try:
+        for part in PARTS:
+            if part not in parts:
+                continue
+            log(f"[benchmark] {part} ...")
+            start = time.perf_counter()
+            if part == "make_cams":
+                report[part] = bench_make_cams(cfg, sizes, run_dir)
+            elif part == "random_walk":
+                report[part] = bench_random_walk(sizes)
+            elif part == "crf":
+                report[part] = bench_crf(cfg, sizes)
+            else:
+                report[part] = bench_deeplab(sizes)
+            report[part]["wall_s"] = round(time.perf_counter() - start, 1)
+            log(format_part(part, report[part]))
+    finally:
+        torch.set_num_threads(previous_threads)
+    report["machine_end"] = machine_info()
+    report["targets"] = check_targets(report)
+    return report
+
+
+def format_part(name: str, figures: dict, indent: str = "  ") -> str:
+    """A part's figures, one per line, nested dicts flattened with '.'."""
+    lines = [f"{name}:"]
+
+    def add(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                add(f"{prefix}.{key}" if prefix else key, inner)
+        else:
+            shown = f"{value:.4g}" if isinstance(value, float) and not math.isnan(value) else value
+            lines.append(f"{indent}{prefix}: {shown}")
+
+    add("", figures)
+    return "\n".join(lines)

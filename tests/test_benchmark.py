@@ -1,0 +1,58 @@
+"""The benchmark's reference-style loop computes make_cams' CAMs; target checks; gpu_check without a GPU."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from irnet_moana import gpu_check
+from irnet_moana.benchmark import check_targets, reference_style_cams, round_robin, synthetic_cams
+from irnet_moana.models.cam_net import CAMNet
+from irnet_moana.stages.make_cams import image_cams
+
+
+def test_reference_style_loop_gives_make_cams_output(one_torch_thread):
+    torch.manual_seed(0)
+    model = CAMNet(4, backbone="resnet18", weights="none", moana=True).eval()
+    size, keys = (37, 50), np.array([0, 2])
+    pyramid = []
+    for scale in (1.0, 0.5):
+        image = torch.rand(1, 3, round(size[0] * scale), round(size[1] * scale))
+        pyramid.append(torch.cat([image, image.flip(-1)]))
+    expected = image_cams(model.to(memory_format=torch.channels_last), pyramid, size, keys, torch.device("cpu"))
+    got = reference_style_cams(model.to(memory_format=torch.contiguous_format), pyramid, size, keys)
+    assert got[0].shape == (2, 10, 13) and got[1].shape == (2, *size)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+        assert np.isclose(a.reshape(2, -1).max(1), 1, atol=1e-4).all()  # each class map divided by its max
+
+
+def test_round_robin_times_every_input_of_every_method():
+    calls = []
+    totals = round_robin({"a": lambda i: calls.append(("a", i)), "b": lambda i: calls.append(("b", i))}, 3)
+    # one warm-up call each on input 0, then the methods alternate on each input
+    assert calls == [("a", 0), ("b", 0), ("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]
+    assert set(totals) == {"a", "b"} and all(t >= 0 for t in totals.values())
+
+
+def test_synthetic_cams_peak_at_one_inside_each_region():
+    mask = np.zeros((32, 32), np.uint8)
+    mask[4:12, 4:12], mask[20:30, 18:30] = 1, 3
+    cams = synthetic_cams(mask, np.array([0, 2]))
+    assert cams.shape == (2, 32, 32)
+    assert np.isclose(cams.reshape(2, -1).max(1), 1, atol=1e-4).all()
+    assert cams[0, 8, 8] > cams[0, 25, 24] and cams[1, 25, 24] > cams[1, 8, 8]
+
+
+def test_target_checks():
+    results = {"make_cams": {"speedup_bf16_vs_reference_loop": 3.2},
+               "random_walk": {"speedup_sparse_vs_dense": 150.0, "argmax_equal": False, "large_sparse_s": 1.5},
+               "crf": {"cores": 4, "speedup_all_cores_vs_1": 1.9}}
+    assert check_targets(results) == {"make_cams_bf16_at_least_3x_reference_loop": True,
+                                      "random_walk_sparse_at_least_100x_dense_same_argmax": False,
+                                      "random_walk_large_under_2s": True, "crf_scales_with_cores": False}
+
+
+def test_gpu_check_without_a_gpu_says_so_and_exits_with_its_code(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main([]) == gpu_check.NO_GPU_EXIT == 3
+    assert "no CUDA GPU" in capsys.readouterr().err
