@@ -71,16 +71,19 @@ def _dilate_(layer: nn.Module, rate: int) -> None:
                 module.padding = tuple(rate * (k // 2) for k in module.kernel_size)
 
 
-def resnet_backbone(depth: int) -> tuple[nn.Sequential, int]:
-    """A randomly initialised output-stride-8 ResNet with frozen BatchNorm.
+def resnet_backbone(depth: int, freeze_bn: bool = True) -> tuple[nn.Sequential, int]:
+    """A randomly initialised output-stride-8 ResNet, with frozen BatchNorm unless ``freeze_bn`` is False.
 
     Returns the feature extractor (torchvision's module names, so a
     torchvision ResNet state dict without ``fc.*`` loads into it unchanged)
-    and its number of output channels.
+    and its number of output channels. Trainable BatchNorm is for training
+    from random weights (the demo), where frozen identity statistics leave
+    the activations unnormalised.
     """
     if depth not in DEPTHS:
         raise ValueError(f"depth must be one of {DEPTHS}, got {depth}")
-    resnet = getattr(torchvision.models, f"resnet{depth}")(weights=None, norm_layer=FrozenBatchNorm2d)
+    norm_layer = FrozenBatchNorm2d if freeze_bn else nn.BatchNorm2d
+    resnet = getattr(torchvision.models, f"resnet{depth}")(weights=None, norm_layer=norm_layer)
     _dilate_(resnet.layer3, 2)
     _dilate_(resnet.layer4, 4)
     channels = resnet.fc.in_features
@@ -93,10 +96,10 @@ def resnet_backbone(depth: int) -> tuple[nn.Sequential, int]:
 class DeepLabV2(nn.Module):
     """Single-scale DeepLab v2: dilated ResNet features then ASPP logits at stride 8."""
 
-    def __init__(self, num_classes: int, depth: int = 101) -> None:
+    def __init__(self, num_classes: int, depth: int = 101, freeze_bn: bool = True) -> None:
         super().__init__()
         self.depth = depth
-        self.backbone, channels = resnet_backbone(depth)
+        self.backbone, channels = resnet_backbone(depth, freeze_bn)
         self.aspp = ASPP(channels, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -206,6 +209,7 @@ def deeplab_v2(
     depth: int = 101,
     weights: str | os.PathLike = "none",
     scales: Sequence[float] = DEFAULT_SCALES,
+    freeze_bn: bool = True,
 ) -> MultiScale:
     """Build DeepLab v2 with its multi-scale wrapper.
 
@@ -216,8 +220,9 @@ def deeplab_v2(
             torch hub's cache), ``"none"`` (random backbone) or a file path
             (see :func:`load_weights`).
         scales: input scales of :class:`MultiScale`; must include 1.0.
+        freeze_bn: frozen BatchNorm (DeepLab's recipe); False trains it.
     """
-    model = DeepLabV2(num_classes, depth)
+    model = DeepLabV2(num_classes, depth, freeze_bn)
     if weights == "imagenet":
         state = {k: v for k, v in _imagenet_state_dict(depth).items() if not k.startswith("fc.")}
         model.backbone.load_state_dict(state, strict=True)
@@ -231,10 +236,10 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict[
 
     Backbone weights: ``lr`` with ``weight_decay``. ASPP weights: 10x ``lr``
     with ``weight_decay``. ASPP biases: 20x ``lr`` without weight decay.
-    Backbone biases (none in torchvision's ResNet, whose BatchNorm is frozen
-    and has no parameters) would get 2x ``lr`` without weight decay. Only
-    parameters with ``requires_grad`` are included; empty groups are left
-    out. Each group carries a ``name`` for logging.
+    Backbone biases (none in torchvision's ResNet with frozen BatchNorm; the
+    BatchNorm scales and shifts when it is trainable) get 2x ``lr`` without
+    weight decay. Only parameters with ``requires_grad`` are included; empty
+    groups are left out. Each group carries a ``name`` for logging.
     """
     head = {id(p) for m in model.modules() if isinstance(m, ASPP) for p in m.parameters()}
     groups: dict[str, list[nn.Parameter]] = {

@@ -40,7 +40,7 @@ def build_model(cfg: dict, num_classes: int, weights: str | None = None) -> Mult
     """
     d = cfg["deeplab"]
     value = resolve_weights(d["weights"] if weights is None else weights, Path(cfg["run_dir"]))
-    return deeplab_v2(num_classes + 1, depth=d["depth"], weights=value, scales=d["scales"])
+    return deeplab_v2(num_classes + 1, depth=d["depth"], weights=value, scales=d["scales"], freeze_bn=d["freeze_bn"])
 
 
 def label_folder(cfg: dict, labels: str | None = None) -> Path:

@@ -89,6 +89,7 @@ DEFAULTS: dict[str, Any] = {
     "deeplab": {
         "depth": 101,
         "weights": "imagenet",
+        "freeze_bn": True,  # DeepLab's recipe; false only for random initial weights (the demo)
         "labels": "",  # empty = this run's pseudo masks
         "train_list": "train_aug",
         "eval_list": "val",

@@ -32,7 +32,7 @@ def tiny_voc(tmp_path_factory) -> Path:
 
 def make_cfg(root: Path, run_dir: Path, labels: Path | None = None, **deeplab) -> dict:
     settings = {"depth": 18, "weights": "none", "crop_size": 64, "batch_size": 2, "iterations": STEPS,
-                "checkpoint_every": 1, "eval_scales": [0.75, 1.0], "crf_workers": 2,
+                "checkpoint_every": 2, "eval_scales": [0.75, 1.0], "crf_workers": 2,
                 "labels": str(labels or root / "SegmentationClass"), **deeplab}
     overrides = [f"data.root={root}", "data.num_workers=0", "device=cpu", f"run_dir={run_dir}"]
     overrides += [f"deeplab.{key}={value}" for key, value in settings.items()]
@@ -73,6 +73,16 @@ def test_backbone_with_batchnorm_statistics_loads(tmp_path):
     model = deeplab_v2(3, depth=18, weights=str(path))
     assert torch.equal(model.base.backbone.conv1.weight, resnet.conv1.weight)
     assert torch.equal(model.base.backbone.bn1.running_mean, resnet.bn1.running_mean)
+
+
+def test_freeze_bn_setting_selects_the_normalisation(tiny_voc, tmp_path):
+    from torchvision.ops import FrozenBatchNorm2d
+
+    frozen = train.build_model(make_cfg(tiny_voc, tmp_path), num_classes=6)
+    trainable = train.build_model(make_cfg(tiny_voc, tmp_path, freeze_bn=False), num_classes=6)
+    assert isinstance(frozen.base.backbone.bn1, FrozenBatchNorm2d)
+    assert type(trainable.base.backbone.bn1) is nn.BatchNorm2d
+    assert trainable.base.aspp.branches[0].out_channels == 7
 
 
 def test_training_writes_model_with_all_steps(trained):

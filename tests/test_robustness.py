@@ -235,8 +235,9 @@ def test_cam_file_from_another_setting(monkeypatch, capsys, tiny_demo_run, tiny_
 
 # --- divergence ------------------------------------------------------------------------------------------
 
-def epoch_batch_names(root: Path, epoch: int, batch: int, seed: int = 0) -> list[str]:
+def epoch_batch_names(root: Path, epoch: int, batch: int) -> list[str]:
     """The images of one training batch, from the sampler's documented order (seed, epoch permutation)."""
+    seed = load_config(DEMO_CONFIG, [])["seed"]
     stems = (root / "ImageSets" / "Segmentation" / "train_aug.txt").read_text().split()
     order = np.random.default_rng([seed, epoch]).permutation(len(stems))
     return [stems[i] for i in order[2 * batch: 2 * batch + 2]]

@@ -1,13 +1,14 @@
 """Synthetic benchmarks that make weak supervision hard the way photos do.
 
-Every object is a large *body* whose shape and striped grey-brown texture are
-shared by all classes, carrying a small *part* (a saturated disc or square
-with a per-class hue and pattern) that alone tells the class. A classifier
-trained from image labels therefore fires on parts, CAM seeds cover only a
-few percent of each object, and a stage that learns object boundaries (the
-body's outline against a colourful cluttered background) can recover the
-rest. Two writers put the scenes on disk in the layouts the real datasets
-use, so every stage runs unchanged:
+Every object is a large *body* whose shape and smoothly shaded grey-brown
+colour are shared by all classes, carrying a *part* (a saturated disc or
+square with a per-class hue and pattern, typically a sixth to two fifths of
+the body) that alone tells the class. A classifier trained from image labels
+fires on the parts and its coarse CAMs spill over the object outlines, so the
+seeds are blobs; a stage that learns object boundaries (the body's outline
+against a colourful cluttered background) can fit them to the objects. Two
+writers put the scenes on disk in the layouts the real datasets use, so every
+stage runs unchanged:
 
 * ``generate_voc_demo``: PASCAL VOC 2012 (JPEGImages, palette
   SegmentationClass PNGs with a void border, Annotations XML, ImageSets
@@ -163,7 +164,7 @@ def render_scene(rng: np.random.Generator, styles: Sequence[ClassStyle], image_s
         parts.append(part)
         accepted.append(label)
 
-    noisy = canvas + rng.normal(0.0, 0.03, canvas.shape)
+    noisy = canvas + rng.normal(0.0, 0.01, canvas.shape)
     image = np.round(np.clip(noisy, 0.0, 1.0) * 255.0).astype(np.uint8)
     instances = []
     for index, label in enumerate(accepted):
@@ -424,10 +425,10 @@ def _sample_object(rng: np.random.Generator, style: ClassStyle, xx: np.ndarray, 
     outline = 1.0 + sum(a * np.cos(k * theta + p) for k, a, p in zip((2, 3, 4), amplitudes, phases))
     local_body = np.hypot(su, sv) <= outline
 
-    # The same striped texture for every class, in the body's own frame.
-    period = max(3.0, size / 30.0)
-    stripes = np.tanh(3.0 * np.sin(2.0 * math.pi * (u + v) / (math.sqrt(2.0) * period) + rng.uniform(0, 2 * math.pi)))
-    shade = rng.uniform(0.85, 1.15) * (0.8 + 0.2 * stripes)
+    # The same smooth shading for every class (light falling across the body
+    # in its own frame): a texture with strong fine contrast would break the
+    # colour-driven dense CRF inside objects, which real object surfaces rarely do.
+    shade = rng.uniform(0.85, 1.15) * (1.0 + 0.12 * np.clip(u / semi_major, -1.0, 1.0))
     local_rgb = np.clip(_BODY_RGB * shade[..., None], 0.0, 1.0)
 
     local_part, part_rgb = _sample_part(rng, style, local_body, local_x, local_y, angle, 2.0 * semi_major,
@@ -446,12 +447,12 @@ def _sample_object(rng: np.random.Generator, style: ClassStyle, xx: np.ndarray, 
 
 def _sample_part(rng: np.random.Generator, style: ClassStyle, body: np.ndarray, xx: np.ndarray,
                  yy: np.ndarray, angle: float, body_diameter: float, cell: float) -> tuple[np.ndarray, np.ndarray]:
-    """A small class-coloured disc or square inside the body, near its border.
+    """A class-coloured disc or square inside the body, near its border.
 
     ``cell`` is the pattern's period in pixels. Returns the part mask (on the
     grid of ``body``) and the colours of its pixels.
     """
-    half = rng.uniform(0.15, 0.25) * body_diameter / 2.0
+    half = rng.uniform(0.35, 0.5) * body_diameter / 2.0
     # A square's corners reach sqrt(2) times its half-side from the centre.
     reach_factor = 1.0 if style.shape == "disc" else math.sqrt(2.0)
     depth = distance_transform_edt(body)
