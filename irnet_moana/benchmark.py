@@ -41,6 +41,7 @@ from . import io
 from .bench_random_walk import benchmark_random_walk
 from .data.datasets import InferenceDataset
 from .data.voc import DatasetError, VOCData
+from .metrics import ConfusionMatrix
 from .models.cam_net import CAMNet
 from .stages import make_ir_labels, train_cam
 from .stages.common import label_keys
@@ -176,6 +177,8 @@ def bench_make_cams(cfg: dict, sizes: BenchmarkSizes, run_dir: Path | None = Non
     agreement = np.mean([
         (seed_labels(outputs["bf16"][i][1], keys_of(s), threshold)
          == seed_labels(outputs["fp32"][i][1], keys_of(s), threshold)).mean() for i, s in enumerate(samples)])
+    mious = {name: seed_miou(data, stems, [outputs[name][i][1] for i in range(len(samples))],
+                              [keys_of(s) for s in samples], threshold) for name in ("fp32", "bf16")}
     loop_vs_fp32 = max(float(np.abs(outputs["reference_loop_fp32"][i][1] - outputs["fp32"][i][1]).max())
                        for i in range(len(samples)))
     rate = {name: len(samples) / seconds for name, seconds in totals.items()}
@@ -188,7 +191,21 @@ def bench_make_cams(cfg: dict, sizes: BenchmarkSizes, run_dir: Path | None = Non
         "speedup_bf16_vs_fp32": round(rate["bf16"] / rate["fp32"], 2),
         "max_abs_diff_reference_loop_vs_fp32_high_res": loop_vs_fp32,
         "seed_pixel_agreement_bf16_vs_fp32": round(float(agreement), 5),
+        "seed_miou": mious,
+        "seed_miou_bf16_minus_fp32": round(mious["bf16"] - mious["fp32"], 2) if None not in mious.values() else None,
     }
+
+
+def seed_miou(data: VOCData, stems: Sequence[str], high_res: Sequence[np.ndarray], keys: Sequence[np.ndarray],
+              threshold: float) -> float | None:
+    """Seed mIoU over the benchmarked images that have a ground-truth mask; None when none has."""
+    matrix = ConfusionMatrix(data.num_classes + 1)
+    scored = 0
+    for stem, cams, image_keys in zip(stems, high_res, keys):
+        if data.mask_path(stem).is_file():
+            matrix.update(seed_labels(cams, image_keys, threshold), data.load_mask(stem, cams.shape[1:]))
+            scored += 1
+    return round(100.0 * matrix.miou(), 2) if scored else None
 
 
 def bench_random_walk(sizes: BenchmarkSizes) -> dict:
@@ -313,6 +330,9 @@ def check_targets(results: dict) -> dict[str, bool]:
     if "make_cams" in results:
         speedup = results["make_cams"]["speedup_bf16_vs_reference_loop"]
         checks["make_cams_bf16_at_least_3x_reference_loop"] = speedup >= 3
+        difference = results["make_cams"].get("seed_miou_bf16_minus_fp32")
+        if difference is not None:
+            checks["make_cams_bf16_seed_miou_within_0.5_of_fp32"] = abs(difference) <= 0.5
     if "random_walk" in results:
         walk = results["random_walk"]
         checks["random_walk_sparse_at_least_100x_dense_same_argmax"] = bool(
