@@ -174,11 +174,10 @@ def bench_make_cams(cfg: dict, sizes: BenchmarkSizes, run_dir: Path | None = Non
         "bf16": method("bf16", lambda s: image_cams(fast_model, s["pyramid"], s["size"], keys_of(s), device, "bf16")),
     }, len(samples))
     threshold = cfg["cam"]["bg_threshold"]
-    agreement = np.mean([
-        (seed_labels(outputs["bf16"][i][1], keys_of(s), threshold)
-         == seed_labels(outputs["fp32"][i][1], keys_of(s), threshold)).mean() for i, s in enumerate(samples)])
-    mious = {name: seed_miou(data, stems, [outputs[name][i][1] for i in range(len(samples))],
-                              [keys_of(s) for s in samples], threshold) for name in ("fp32", "bf16")}
+    seeds = {name: [seed_labels(outputs[name][i][1], keys_of(s), threshold) for i, s in enumerate(samples)]
+             for name in ("fp32", "bf16")}
+    agreement = np.mean([(bf16 == fp32).mean() for bf16, fp32 in zip(seeds["bf16"], seeds["fp32"])])
+    mious = {name: seed_miou(data, stems, seeds[name]) for name in seeds}
     loop_vs_fp32 = max(float(np.abs(outputs["reference_loop_fp32"][i][1] - outputs["fp32"][i][1]).max())
                        for i in range(len(samples)))
     rate = {name: len(samples) / seconds for name, seconds in totals.items()}
@@ -196,14 +195,13 @@ def bench_make_cams(cfg: dict, sizes: BenchmarkSizes, run_dir: Path | None = Non
     }
 
 
-def seed_miou(data: VOCData, stems: Sequence[str], high_res: Sequence[np.ndarray], keys: Sequence[np.ndarray],
-              threshold: float) -> float | None:
-    """Seed mIoU over the benchmarked images that have a ground-truth mask; None when none has."""
+def seed_miou(data: VOCData, stems: Sequence[str], seeds: Sequence[np.ndarray]) -> float | None:
+    """mIoU of seed label maps over the images that have a ground-truth mask; None when none has."""
     matrix = ConfusionMatrix(data.num_classes + 1)
     scored = 0
-    for stem, cams, image_keys in zip(stems, high_res, keys):
+    for stem, seed in zip(stems, seeds):
         if data.mask_path(stem).is_file():
-            matrix.update(seed_labels(cams, image_keys, threshold), data.load_mask(stem, cams.shape[1:]))
+            matrix.update(seed, data.load_mask(stem, seed.shape))
             scored += 1
     return round(100.0 * matrix.miou(), 2) if scored else None
 

@@ -5,11 +5,12 @@ import numpy as np
 import torch
 
 from irnet_moana import gpu_check
-from irnet_moana.benchmark import seed_miou, check_targets, reference_style_cams, round_robin, synthetic_cams
+from irnet_moana.benchmark import check_targets, reference_style_cams, round_robin, seed_miou, synthetic_cams
 from irnet_moana.data.synthetic import generate_voc_demo
 from irnet_moana.data.voc import VOCData
 from irnet_moana.models.cam_net import CAMNet
 from irnet_moana.stages.common import label_keys
+from irnet_moana.stages.eval_cams import seed_labels
 from irnet_moana.stages.make_cams import image_cams
 
 
@@ -55,7 +56,7 @@ def test_target_checks():
                                       "random_walk_large_under_2s": True, "crf_scales_with_cores": False}
 
 
-def testseed_miou_target_needs_the_difference_and_bounds_it():
+def test_seed_miou_target_needs_the_difference_and_bounds_it():
     base = {"speedup_bf16_vs_reference_loop": 1.8}
     assert "make_cams_bf16_seed_miou_within_0.5_of_fp32" not in check_targets({"make_cams": dict(base)})
     for difference, met in ((-0.5, True), (0.3, True), (0.6, False)):
@@ -63,7 +64,7 @@ def testseed_miou_target_needs_the_difference_and_bounds_it():
         assert check_targets({"make_cams": figures})["make_cams_bf16_seed_miou_within_0.5_of_fp32"] is met
 
 
-def testseed_miou_scores_only_images_with_masks(tmp_path):
+def test_seed_miou_scores_only_images_with_masks(tmp_path):
     root = tmp_path / "voc"
     generate_voc_demo(root, num_classes=2, image_size=32, num_train=2, num_train_aug_extra=0, num_val=0)
     data = VOCData(root)
@@ -71,11 +72,11 @@ def testseed_miou_scores_only_images_with_masks(tmp_path):
     gt = data.load_mask(stems[0])
     keys = label_keys(data.image_labels(stems)[stems[0]])
     # CAMs that reproduce the mask exactly: 1 on each class's pixels, 0 elsewhere.
-    perfect = np.stack([(gt == k + 1).astype(np.float32) for k in keys])
+    perfect = seed_labels(np.stack([(gt == k + 1).astype(np.float32) for k in keys]), keys, 0.15)
     (root / "SegmentationClass" / f"{stems[1]}.png").unlink()
-    empty = np.zeros((len(keys), *gt.shape), np.float32)
-    assert seed_miou(data, stems, [perfect, empty], [keys, keys], 0.15) == 100.0
-    assert seed_miou(data, stems[1:], [empty], [keys], 0.15) is None
+    all_background = np.zeros(gt.shape, np.uint8)
+    assert seed_miou(data, stems, [perfect, all_background]) == 100.0
+    assert seed_miou(data, stems[1:], [all_background]) is None
 
 
 def test_gpu_check_without_a_gpu_says_so_and_exits_with_its_code(monkeypatch, capsys):

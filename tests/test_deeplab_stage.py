@@ -32,7 +32,7 @@ def tiny_voc(tmp_path_factory) -> Path:
 
 def make_cfg(root: Path, run_dir: Path, labels: Path | None = None, **deeplab) -> dict:
     settings = {"depth": 18, "weights": "none", "crop_size": 64, "batch_size": 2, "iterations": STEPS,
-                "checkpoint_every": 2, "eval_scales": [0.75, 1.0], "crf_workers": 2,
+                "checkpoint_every": 1, "eval_scales": [0.75, 1.0], "crf_workers": 2,
                 "labels": str(labels or root / "SegmentationClass"), **deeplab}
     overrides = [f"data.root={root}", "data.num_workers=0", "device=cpu", f"run_dir={run_dir}"]
     overrides += [f"deeplab.{key}={value}" for key, value in settings.items()]
