@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .random_walk import propagate_to_edge, transition_operator
+from .random_walk import affinity_entries, propagate_to_edge
 from .relations import PathIndex
 
 _FLOAT32_BYTES = 4
@@ -148,25 +148,31 @@ def _reset_peak_rss() -> int | None:
     return _read_peak_rss_kib()
 
 
-def _measure(run: Callable[[], torch.Tensor], repeats: int) -> tuple[torch.Tensor, float, int | None]:
-    """Result and peak RSS growth (bytes) of a warm-up call, and the best time of ``repeats`` more."""
+def _measure(run: Callable[[], torch.Tensor], repeats: int,
+             min_seconds: float) -> tuple[torch.Tensor, float, int, int | None]:
+    """Result and peak RSS growth (bytes) of a warm-up call; the best time of the timed calls and their number.
+
+    Timed calls go on until there are ``repeats`` of them and they took
+    ``min_seconds`` in all (as ``timeit``'s autorange does), so a fast method
+    gets as many chances as it needs to show its time on a shared machine.
+    """
     baseline = _reset_peak_rss()
     result = run()
     peak = _read_peak_rss_kib()
     peak_growth = None if baseline is None or peak is None else (peak - baseline) * 1024
-    best = math.inf
-    for _ in range(repeats):
+    best, total, calls = math.inf, 0.0, 0
+    while calls < repeats or total < min_seconds:
         start = time.perf_counter()
         run()
-        best = min(best, time.perf_counter() - start)
-    return result, best, peak_growth
+        elapsed = time.perf_counter() - start
+        best, total, calls = min(best, elapsed), total + elapsed, calls + 1
+    return result, best, calls, peak_growth
 
 
 def _sparse_matrix_bytes(edge: torch.Tensor, radius: int, beta: float) -> int:
     """Bytes held by the CSR operator: values, column indices and row pointers."""
-    operator = transition_operator(edge, radius=radius, beta=beta)
-    return sum(t.numel() * t.element_size()
-               for t in (operator.values(), operator.col_indices(), operator.crow_indices()))
+    entries = affinity_entries(edge, radius=radius, beta=beta)
+    return sum(t.numel() * t.element_size() for t in (entries.values, entries.cols, entries.crow))
 
 
 def benchmark_random_walk(
@@ -174,6 +180,7 @@ def benchmark_random_walk(
     num_classes: tuple[int, ...] = (3, 20),
     large: tuple[int, int] | None = (128, 128),
     repeats: int = 3,
+    min_seconds: float = 1.0,
     radius: int = 5,
     beta: float = 10.0,
     exp_times: int = 8,
@@ -182,9 +189,11 @@ def benchmark_random_walk(
 ) -> list[dict]:
     """Time the sparse random walk against the dense reference on the CPU, side by side.
 
-    One row per (shape, class count): sizes, best-of-``repeats`` seconds of
-    each method (the whole call: matrix construction and walk; after one
-    untimed warm-up call, the one whose memory is measured), ``speedup``
+    One row per (shape, class count): sizes, the best time in seconds of each
+    method (the whole call: matrix construction and walk) over at least
+    ``repeats`` timed calls lasting ``min_seconds`` in all (``*_calls`` says
+    how many), after one untimed warm-up call, the one whose memory is
+    measured; ``speedup``
     (dense / sparse), ``argmax_equal`` and ``max_rel_error`` (max absolute
     difference over the max of the dense result), the analytic matrix sizes
     and the measured peak RSS growth of each (see the module docstring). The
@@ -206,23 +215,23 @@ def benchmark_random_walk(
     try:
         for (height, width), classes, with_dense in cases:
             cams, edge = synthetic_walk_inputs(height, width, classes, seed=seed)
-            sparse, sparse_s, sparse_peak = _measure(
-                lambda: propagate_to_edge(cams, edge, **settings), repeats)
+            sparse, sparse_s, sparse_calls, sparse_peak = _measure(
+                lambda: propagate_to_edge(cams, edge, **settings), repeats, min_seconds)
             num_pixels = height * width
             row = {
                 "height": height, "width": width, "num_classes": classes,
-                "threads": torch.get_num_threads(), "repeats": repeats,
-                "sparse_s": sparse_s, "sparse_peak_rss_bytes": sparse_peak,
+                "threads": torch.get_num_threads(),
+                "sparse_s": sparse_s, "sparse_calls": sparse_calls, "sparse_peak_rss_bytes": sparse_peak,
                 "sparse_matrix_bytes": _sparse_matrix_bytes(edge, radius, beta),
                 "dense_matrix_bytes": num_pixels * num_pixels * _FLOAT32_BYTES,
-                "dense_s": None, "dense_peak_rss_bytes": None, "speedup": None,
+                "dense_s": None, "dense_calls": None, "dense_peak_rss_bytes": None, "speedup": None,
                 "argmax_equal": None, "max_rel_error": None,
             }
             if with_dense:
-                dense, dense_s, dense_peak = _measure(
-                    lambda: dense_propagate_reference(cams, edge, **settings), repeats)
+                dense, dense_s, dense_calls, dense_peak = _measure(
+                    lambda: dense_propagate_reference(cams, edge, **settings), repeats, min_seconds)
                 row.update(
-                    dense_s=dense_s, dense_peak_rss_bytes=dense_peak,
+                    dense_s=dense_s, dense_calls=dense_calls, dense_peak_rss_bytes=dense_peak,
                     speedup=dense_s / sparse_s,
                     argmax_equal=bool(torch.equal(sparse.argmax(0), dense.argmax(0))),
                     max_rel_error=float((sparse - dense).abs().max() / dense.abs().max()),

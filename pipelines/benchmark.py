@@ -24,9 +24,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         help="run only this part (repeatable); default: all")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures to this JSON file")
     parser.add_argument("--cam-images", type=int, default=defaults.cam_images)
-    parser.add_argument("--walk-shape", type=int, nargs=2, default=list(defaults.walk_shape), metavar=("H", "W"),
-                        help="size of the sparse vs dense comparison")
-    parser.add_argument("--walk-classes", type=int, default=defaults.walk_classes)
+    parser.add_argument("--walk-shape", type=int, nargs=2, action="append", default=None, metavar=("H", "W"),
+                        help="a size of the sparse vs dense comparison (repeatable; default: "
+                             + ", ".join(f"{h} {w}" for h, w in defaults.walk_shapes) + ")")
+    parser.add_argument("--walk-classes", type=int, nargs="+", default=list(defaults.walk_classes))
     parser.add_argument("--walk-large", type=int, nargs=2, default=list(defaults.walk_large), metavar=("H", "W"),
                         help="size timed with the sparse walk only")
     parser.add_argument("--walk-repeats", type=int, default=defaults.walk_repeats)
@@ -37,8 +38,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--deeplab-images", type=int, default=defaults.deeplab_images)
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch intra-op threads")
     cfg, args = parse(parser, argv)
-    sizes = BenchmarkSizes(cam_images=args.cam_images, walk_shape=tuple(args.walk_shape),
-                           walk_classes=args.walk_classes, walk_large=tuple(args.walk_large),
+    walk_shapes = tuple(tuple(shape) for shape in args.walk_shape or defaults.walk_shapes)
+    sizes = BenchmarkSizes(cam_images=args.cam_images, walk_shapes=walk_shapes,
+                           walk_classes=tuple(args.walk_classes), walk_large=tuple(args.walk_large),
                            walk_repeats=args.walk_repeats, crf_images=args.crf_images,
                            deeplab_depths=tuple(args.deeplab_depths), deeplab_size=args.deeplab_size,
                            deeplab_images=args.deeplab_images, threads=args.threads)

@@ -11,7 +11,7 @@ from irnet_moana.bench_random_walk import (
     dense_transition_matrix,
     synthetic_walk_inputs,
 )
-from irnet_moana.random_walk import propagate_to_edge, transition_operator
+from irnet_moana.random_walk import affinity_entries, chebyshev_power_series, propagate_to_edge
 
 
 def _assert_matches_reference(cams: torch.Tensor, edge: torch.Tensor, **kwargs) -> None:
@@ -39,22 +39,59 @@ def test_matches_dense_reference_with_random_boundaries(shape):
     _assert_matches_reference(cams, edge, radius=3, beta=4.0, exp_times=5)
 
 
-def test_operator_is_transpose_of_dense_transition_matrix():
+def test_affinity_entries_match_dense_affinities():
     edge = torch.rand(6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    operator = transition_operator(edge, radius=5, beta=10.0).to_dense()
-    torch.testing.assert_close(operator, dense_transition_matrix(edge, radius=5, beta=10.0).t())
-    torch.testing.assert_close(operator.sum(1), torch.ones(48, dtype=torch.float64))
+    entries = affinity_entries(edge, radius=5, beta=10.0)
+    scaled = dense_affinity_matrix(edge, radius=5) ** 10
+    torch.testing.assert_close(entries.csr(entries.values).to_dense(), scaled)
+    torch.testing.assert_close(entries.degree, scaled.sum(1))
+    # Row p's entries divided by its degree are IRNet's transition matrix, transposed.
+    walk = entries.csr(entries.values / entries.degree[entries.rows]).to_dense()
+    torch.testing.assert_close(walk, dense_transition_matrix(edge, radius=5, beta=10.0).t())
+    assert torch.equal(entries.rows, torch.repeat_interleave(torch.arange(48), entries.crow.diff()))
 
 
-def test_operator_satisfies_csr_invariants():
+def test_affinity_pattern_satisfies_csr_invariants():
     # Sorted, distinct columns per row; torch checks this on request.
-    operator = transition_operator(torch.rand(9, 13))
-    torch.sparse_csr_tensor(operator.crow_indices(), operator.col_indices(), operator.values(),
-                            size=operator.shape, check_invariants=True)
+    entries = affinity_entries(torch.rand(9, 13))
+    torch.sparse_csr_tensor(entries.crow, entries.cols, entries.values, size=(117, 117),
+                            check_invariants=True)
     # Each row: itself plus its neighbours within radius 5 inside the image.
     interior = 4 * 13 + 6
-    row_length = operator.crow_indices()[interior + 1] - operator.crow_indices()[interior]
-    assert row_length == 69
+    assert entries.crow[interior + 1] - entries.crow[interior] == 69
+
+
+@pytest.mark.parametrize("power", [1, 2, 3, 8, 256])
+def test_chebyshev_series_of_a_power(power):
+    coefficients, tails = chebyshev_power_series(power)
+    x = torch.linspace(-1, 1, 101, dtype=torch.float64)
+    # T_k(x) = cos(k arccos x)
+    series = sum(c * torch.cos(k * torch.arccos(x)) for k, c in enumerate(coefficients))
+    torch.testing.assert_close(series, x ** power, atol=1e-12, rtol=0)
+    assert sum(coefficients) == pytest.approx(1.0)
+    assert all(c >= 0 for c in coefficients) and all(c == 0 for c in coefficients[1 - power % 2::2])
+    assert tails[-1] == 0 and tails[0] == pytest.approx(1 - coefficients[0])
+    with pytest.raises(ValueError):
+        chebyshev_power_series(0)
+
+
+@pytest.mark.parametrize("rtol", [1e-2, 1e-4])
+def test_truncation_error_stays_within_rtol_of_each_channel(rtol):
+    # In float64 the rounding is negligible: what is left is the truncation,
+    # bounded per pixel by rtol times the channel's largest output.
+    cams, edge = synthetic_walk_inputs(16, 20, num_classes=4, seed=6)
+    cams, edge = cams.double(), edge.double()
+    reference = dense_propagate_reference(cams, edge)
+    walked = propagate_to_edge(cams, edge, rtol=rtol)
+    error = (walked - reference).abs().amax((1, 2))
+    assert (error <= rtol * reference.abs().amax((1, 2))).all()
+    exact = propagate_to_edge(cams, edge)
+    assert ((exact - reference).abs().amax((1, 2)) < 1e-10 * reference.abs().amax((1, 2))).all()
+
+
+def test_zero_cams_walk_to_zero():
+    edge = torch.rand(6, 7, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(propagate_to_edge(torch.zeros(2, 6, 7), edge), torch.zeros(2, 6, 7))
 
 
 def test_two_pixel_image_by_hand():
@@ -126,7 +163,7 @@ def test_dense_affinity_matrix_entries_by_hand():
 
 def test_benchmark_rows():
     rows = benchmark_random_walk(shapes=((8, 8),), num_classes=(2,), large=(12, 12),
-                                 repeats=1, threads=1)
+                                 repeats=2, min_seconds=0.0, threads=1)
     assert [(r["height"], r["width"], r["num_classes"]) for r in rows] == [(8, 8, 2), (12, 12, 2)]
     small, large = rows
     assert small["argmax_equal"] is True and small["max_rel_error"] < 1e-4
@@ -135,6 +172,7 @@ def test_benchmark_rows():
     assert large["dense_s"] is None and large["argmax_equal"] is None
     assert large["dense_matrix_bytes"] == 144 * 144 * 4
     assert large["sparse_s"] > 0 and large["sparse_matrix_bytes"] > 0
+    assert small["sparse_calls"] == small["dense_calls"] == large["sparse_calls"] == 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
