@@ -3,10 +3,10 @@
 Four parts, each a function returning a dict of absolute figures and ratios:
 
 * :func:`bench_make_cams`: CAM inference (all scales, each with its flip) in
-  bf16 and fp32 channels-last, as ``make_cams`` runs it, against
+  bf16 and fp32, as ``make_cams`` runs it, against
   :func:`reference_style_cams`, a per-scale loop written like the original
-  implementation (fp32, default memory layout, image and flip as separate
-  forwards);
+  implementation (fp32, default memory layout, unfolded BatchNorm, image and
+  flip as one batch of two);
 * :func:`bench_random_walk`: the sparse random walk against the dense
   reference (:func:`irnet_moana.bench_random_walk.benchmark_random_walk`);
 * :func:`bench_crf`: ``make_ir_labels``' per-image work (two dense CRF passes)
@@ -46,7 +46,7 @@ from .models.cam_net import CAMNet
 from .stages import make_ir_labels, train_cam
 from .stages.common import label_keys
 from .stages.eval_cams import seed_labels
-from .stages.make_cams import image_cams, max_normalize, strided_size, strided_up_size
+from .stages.make_cams import image_cams, inference_model, max_normalize, strided_size, strided_up_size
 from .training import load_weights
 
 PARTS = ("make_cams", "random_walk", "crf", "deeplab")
@@ -109,19 +109,19 @@ def reference_style_cams(model: CAMNet, pyramid: Sequence[torch.Tensor], size: S
                          keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """REFERENCE-STYLE LOOP, the timing baseline: a straightforward per-scale loop like the original code's.
 
-    One fp32 forward per scale for the image and another for its flip, in the
-    model's default memory layout, then the same resizing, summing and max
-    normalisation as :func:`irnet_moana.stages.make_cams.image_cams`, whose
-    (cam, high_res) it returns. Not used by the pipeline.
+    One fp32 forward per scale of the image and its flip as a batch of two
+    (as IRNet's make_cam does), in the model's default memory layout, then the
+    same resizing, summing and max normalisation as
+    :func:`irnet_moana.stages.make_cams.image_cams`, whose (cam, high_res) it
+    returns. Not used by the pipeline.
     """
     keys_t = torch.from_numpy(keys)
     low_size, up_size = strided_size(size, 4), strided_up_size(size, model.output_stride)
     low = torch.zeros((len(keys), *low_size))
     high = torch.zeros((len(keys), *up_size))
     for images in pyramid:
-        image, flipped = images[0:1].contiguous(), images[1:2].contiguous()
-        maps = model.cams(image)[0] + model.cams(flipped)[0].flip(-1)
-        merged = maps[keys_t].unsqueeze(0)
+        maps = model.cams(images.contiguous())
+        merged = (maps[0] + maps[1].flip(-1))[keys_t].unsqueeze(0)
         low += F.interpolate(merged, low_size, mode="bilinear", align_corners=False)[0]
         high += F.interpolate(merged, up_size, mode="bilinear", align_corners=False)[0]
     return max_normalize(low).numpy(), max_normalize(high[:, :size[0], :size[1]]).numpy()
@@ -147,15 +147,15 @@ def cam_model(cfg: dict, num_classes: int, run_dir: Path | None) -> tuple[CAMNet
 
 
 def bench_make_cams(cfg: dict, sizes: BenchmarkSizes, run_dir: Path | None = None) -> dict:
-    """Images/s of CAM inference: bf16 and fp32 channels-last against the reference-style loop."""
+    """Images/s of CAM inference in bf16 and fp32 as make_cams runs it, against the reference-style loop."""
     data = VOCData(cfg["data"]["root"])
     stems = _labelled_stems(data, cfg["data"]["train_list"], sizes.cam_images)
     labels = data.image_labels(stems)
     dataset = InferenceDataset(data, stems, cfg["cam"]["scales"], labels)
     samples = [dataset[i] for i in range(len(stems))]  # decoded and resized before timing
     model, weights = cam_model(cfg, data.num_classes, run_dir)
-    baseline_model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
-    fast_model = model.to(memory_format=torch.channels_last)
+    fp32_model = inference_model(copy.deepcopy(model), "fp32")
+    bf16_model = inference_model(copy.deepcopy(model), "bf16")
     device = torch.device("cpu")
     outputs: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {"reference_loop_fp32": {}, "fp32": {}, "bf16": {}}
 
@@ -169,9 +169,9 @@ def bench_make_cams(cfg: dict, sizes: BenchmarkSizes, run_dir: Path | None = Non
 
     totals = round_robin({
         "reference_loop_fp32": method("reference_loop_fp32", lambda s: reference_style_cams(
-            baseline_model, s["pyramid"], s["size"], keys_of(s))),
-        "fp32": method("fp32", lambda s: image_cams(fast_model, s["pyramid"], s["size"], keys_of(s), device, "none")),
-        "bf16": method("bf16", lambda s: image_cams(fast_model, s["pyramid"], s["size"], keys_of(s), device, "bf16")),
+            model, s["pyramid"], s["size"], keys_of(s))),
+        "fp32": method("fp32", lambda s: image_cams(fp32_model, s["pyramid"], s["size"], keys_of(s), device)),
+        "bf16": method("bf16", lambda s: image_cams(bf16_model, s["pyramid"], s["size"], keys_of(s), device)),
     }, len(samples))
     threshold = cfg["cam"]["bg_threshold"]
     seeds = {name: [seed_labels(outputs[name][i][1], keys_of(s), threshold) for i, s in enumerate(samples)]

@@ -89,6 +89,26 @@ def test_trainable_bn_updates_statistics():
     assert backbone.layer2[0].bn1.weight.requires_grad
 
 
+@pytest.mark.parametrize("arch, freeze_bn", [("resnet18", True), ("resnet50", False)])
+def test_folded_batchnorm_keeps_every_stage(arch, freeze_bn):
+    torch.manual_seed(1)
+    backbone = Backbone(arch, weights="none", freeze_bn=freeze_bn).eval()
+    for module in backbone.modules():
+        if isinstance(module, (nn.BatchNorm2d, FrozenBatchNorm2d)):
+            module.running_mean.normal_(0.0, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+            module.weight.data.normal_(1.0, 0.1)
+            module.bias.data.normal_(0.0, 0.1)
+    x = torch.randn(2, 3, 48, 64)
+    expected = backbone.forward_stages(x)
+    assert backbone.fold_batchnorm() is backbone
+    assert not any(isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)) for m in backbone.modules())
+    for got, want in zip(backbone.forward_stages(x), expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+    backbone.fold_batchnorm()  # a second fold finds nothing left to fold
+    torch.testing.assert_close(backbone(x), expected[-1], rtol=1e-4, atol=1e-4 * expected[-1].abs().max().item())
+
+
 def test_freeze_stem():
     backbone = Backbone("resnet18", freeze_bn=False, freeze_stem=True).train()
     stem = [backbone.conv1, backbone.bn1, backbone.layer1]

@@ -1,6 +1,8 @@
 """The benchmark's reference-style loop computes make_cams' CAMs; target checks; gpu_check without a GPU."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -11,7 +13,7 @@ from irnet_moana.data.voc import VOCData
 from irnet_moana.models.cam_net import CAMNet
 from irnet_moana.stages.common import label_keys
 from irnet_moana.stages.eval_cams import seed_labels
-from irnet_moana.stages.make_cams import image_cams
+from irnet_moana.stages.make_cams import image_cams, inference_model
 
 
 def test_reference_style_loop_gives_make_cams_output(one_torch_thread):
@@ -22,12 +24,27 @@ def test_reference_style_loop_gives_make_cams_output(one_torch_thread):
     for scale in (1.0, 0.5):
         image = torch.rand(1, 3, round(size[0] * scale), round(size[1] * scale))
         pyramid.append(torch.cat([image, image.flip(-1)]))
-    expected = image_cams(model.to(memory_format=torch.channels_last), pyramid, size, keys, torch.device("cpu"))
-    got = reference_style_cams(model.to(memory_format=torch.contiguous_format), pyramid, size, keys)
+    expected = image_cams(inference_model(copy.deepcopy(model), "fp32"), pyramid, size, keys, torch.device("cpu"))
+    got = reference_style_cams(model, pyramid, size, keys)
     assert got[0].shape == (2, 10, 13) and got[1].shape == (2, *size)
     for a, b in zip(got, expected):
         np.testing.assert_allclose(a, b, atol=1e-5)
         assert np.isclose(a.reshape(2, -1).max(1), 1, atol=1e-4).all()  # each class map divided by its max
+
+
+def test_bf16_inference_model_gives_close_cams(one_torch_thread):
+    torch.manual_seed(0)
+    model = CAMNet(3, backbone="resnet18", weights="none", moana=True).eval()
+    size, keys = (40, 48), np.array([0, 1, 2])
+    image = torch.rand(1, 3, *size)
+    pyramid = [torch.cat([image, image.flip(-1)])]
+    bf16 = inference_model(copy.deepcopy(model), "bf16")
+    assert next(bf16.parameters()).dtype == torch.bfloat16
+    got = image_cams(bf16, pyramid, size, keys, torch.device("cpu"))
+    expected = reference_style_cams(model, pyramid, size, keys)
+    for a, b in zip(got, expected):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, atol=0.05)
 
 
 def test_round_robin_times_every_input_of_every_method():

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision import models
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops import FrozenBatchNorm2d
@@ -198,6 +199,37 @@ class Backbone(nn.Module):
         if self.freeze_stem:
             for module in self._stem_modules():
                 module.eval()
+        return self
+
+    def _conv_norm_pairs(self) -> list[tuple[nn.Module, str, str]]:
+        """(parent, convolution name, the BatchNorm right after it) for every BatchNorm."""
+        pairs = [(self, "conv1", "bn1")]
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in layer:
+                count = 3 if isinstance(block, Bottleneck) else 2
+                pairs += [(block, f"conv{k}", f"bn{k}") for k in range(1, count + 1)]
+                if block.downsample is not None:
+                    pairs.append((block.downsample, "0", "1"))
+        return pairs
+
+    @torch.no_grad()
+    def fold_batchnorm(self) -> Backbone:
+        """Fold every BatchNorm into the convolution it follows, in place; for inference only.
+
+        Each ``bn(conv(x))`` becomes one convolution with scaled weights and a
+        bias, the same function up to float rounding in evaluation mode, with
+        one pass over the feature map less. The BatchNorms become identities,
+        so the result must not be trained.
+        """
+        for parent, conv_name, norm_name in self._conv_norm_pairs():
+            conv, norm = getattr(parent, conv_name), getattr(parent, norm_name)
+            if isinstance(norm, nn.Identity):
+                continue
+            weight, bias = fuse_conv_bn_weights(
+                conv.weight, conv.bias, norm.running_mean, norm.running_var, norm.eps,
+                norm.weight, norm.bias)
+            conv.weight, conv.bias = weight, bias
+            setattr(parent, norm_name, nn.Identity())
         return self
 
     def trainable_parameters(self) -> list[nn.Parameter]:

