@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from . import io
 from .bench_random_walk import benchmark_random_walk
@@ -127,6 +128,15 @@ def reference_style_cams(model: CAMNet, pyramid: Sequence[torch.Tensor], size: S
     return max_normalize(low).numpy(), max_normalize(high[:, :size[0], :size[1]]).numpy()
 
 
+@torch.no_grad()
+def pyramid_flops(model: CAMNet, pyramid: Sequence[torch.Tensor]) -> int:
+    """Floating-point operations of the network over one image's scale pyramid (torch's FLOP counter)."""
+    with FlopCounterMode(display=False) as counter:
+        for images in pyramid:
+            model.cams(images)
+    return counter.get_total_flops()
+
+
 def _labelled_stems(data: VOCData, split: str, count: int) -> list[str]:
     stems = data.split(split)
     labels = data.image_labels(stems)
@@ -181,10 +191,19 @@ def bench_make_cams(cfg: dict, sizes: BenchmarkSizes, run_dir: Path | None = Non
     loop_vs_fp32 = max(float(np.abs(outputs["reference_loop_fp32"][i][1] - outputs["fp32"][i][1]).max())
                        for i in range(len(samples)))
     rate = {name: len(samples) / seconds for name, seconds in totals.items()}
+    # Dividing by the FLOPs shows how close each method runs to the machine's peak.
+    flops: dict[tuple, int] = {}
+    for sample in samples:
+        shapes = tuple(tuple(images.shape) for images in sample["pyramid"])
+        if shapes not in flops:
+            flops[shapes] = pyramid_flops(model, sample["pyramid"])
+    total_flops = sum(flops[tuple(tuple(images.shape) for images in s["pyramid"])] for s in samples)
     return {
         "weights": weights, "backbone": cfg["cam"]["backbone"], "moana": cfg["cam"]["moana"],
         "images": len(samples), "image_size": list(samples[0]["size"]), "scales": cfg["cam"]["scales"],
         "images_per_s": {k: round(v, 3) for k, v in rate.items()},
+        "gflop_per_image": round(total_flops / len(samples) / 1e9, 2),
+        "network_gflops_per_s": {k: round(total_flops / seconds / 1e9, 1) for k, seconds in totals.items()},
         "speedup_bf16_vs_reference_loop": round(rate["bf16"] / rate["reference_loop_fp32"], 2),
         "speedup_fp32_vs_reference_loop": round(rate["fp32"] / rate["reference_loop_fp32"], 2),
         "speedup_bf16_vs_fp32": round(rate["bf16"] / rate["fp32"], 2),

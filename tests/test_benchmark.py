@@ -7,7 +7,14 @@ import numpy as np
 import torch
 
 from irnet_moana import gpu_check
-from irnet_moana.benchmark import check_targets, reference_style_cams, round_robin, seed_miou, synthetic_cams
+from irnet_moana.benchmark import (
+    check_targets,
+    pyramid_flops,
+    reference_style_cams,
+    round_robin,
+    seed_miou,
+    synthetic_cams,
+)
 from irnet_moana.data.synthetic import generate_voc_demo
 from irnet_moana.data.voc import VOCData
 from irnet_moana.models.cam_net import CAMNet
@@ -45,6 +52,15 @@ def test_bf16_inference_model_gives_close_cams(one_torch_thread):
     for a, b in zip(got, expected):
         assert a.dtype == np.float32
         np.testing.assert_allclose(a, b, atol=0.05)
+
+
+def test_pyramid_flops_add_over_scales_and_grow_with_area():
+    model = CAMNet(2, backbone="resnet18", weights="none", moana=True).eval()
+    small, large = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 64, 64)
+    both = pyramid_flops(model, [small, large])
+    assert both == pyramid_flops(model, [small]) + pyramid_flops(model, [large])
+    # the convolutions, nearly all of the work, scale with the pixel count
+    assert 3.5 < pyramid_flops(model, [large]) / pyramid_flops(model, [small]) <= 4.0
 
 
 def test_round_robin_times_every_input_of_every_method():
