@@ -60,7 +60,11 @@ def _path_index(radius: int) -> PathIndex:
 
 
 class AffinityEntries(NamedTuple):
-    """The non-zero pattern of ``A**beta`` in CSR order, with each entry's row and column."""
+    """The non-zero pattern of ``A**beta`` in CSR order, with each entry's row and column.
+
+    ``rows``, ``cols`` and ``crow`` are shared with the per-size cache: do not
+    modify them in place.
+    """
 
     values: torch.Tensor
     rows: torch.Tensor
@@ -84,11 +88,17 @@ class _Pattern(NamedTuple):
 
     inside: torch.Tensor
     backward_reads: torch.Tensor
-    lead: int
+    padding: tuple[int, int]
     kept: torch.Tensor
     rows: torch.Tensor
     cols: torch.Tensor
     crow: torch.Tensor
+
+
+def clear_caches() -> None:
+    """Forget the per-size index patterns and path indices (for cold timings, or to free their memory)."""
+    _pattern.cache_clear()
+    _path_index.cache_clear()
 
 
 @functools.lru_cache(maxsize=8)
@@ -112,11 +122,12 @@ def _pattern(height: int, width: int, radius: int, device: torch.device) -> _Pat
     # The entry of offset -d at p is the pair (p - d, p), held by the forward
     # affinity of d at p - d, i.e. at flat index p - (dy * W + dx). Where
     # p - d is outside the image that flat read either falls into zero
-    # padding in front or wraps onto a pixel whose destination p lies outside
-    # its row window, whose forward entry is zero.
+    # padding (in front, or behind when W < radius makes dy * W + dx < 0) or
+    # wraps onto a pixel whose destination p lies outside its row window,
+    # whose forward entry is zero.
     flat_offsets = offsets[:, 0] * width + offsets[:, 1]
     forward_offsets = flat_offsets[len(directions) + 1:]
-    lead = int(forward_offsets.max())
+    lead, trail = max(0, int(forward_offsets.max())), max(0, -int(forward_offsets.min()))
     reads = torch.arange(num_pixels, device=device) + lead - forward_offsets[:, None]
 
     # CSR groups entries by row: offsets vary fastest.
@@ -126,8 +137,8 @@ def _pattern(height: int, width: int, radius: int, device: torch.device) -> _Pat
     crow = torch.zeros(num_pixels + 1, dtype=torch.int64, device=device)
     crow[1:] = torch.cumsum(valid.sum(0), 0)
     # int32 indices: the CPU (MKL) kernel runs about 1.5x faster than with int64.
-    return _Pattern(valid[len(directions) + 1:], reads, lead, kept, entry_rows, entry_cols.int(),
-                    crow.int())
+    return _Pattern(valid[len(directions) + 1:], reads, (lead, trail), kept, entry_rows,
+                    entry_cols.int(), crow.int())
 
 
 @torch.no_grad()
@@ -148,7 +159,7 @@ def affinity_entries(edge: torch.Tensor, radius: int = 5, beta: float = 10.0) ->
     padded = F.pad(edge[None, None], (margin, margin, 0, margin), value=1.0)
     forward = index.edge_to_affinity(padded)[0].reshape(index.num_directions, -1) ** beta
     forward = torch.where(pattern.inside, forward, 0.0)
-    backward = F.pad(forward, (pattern.lead, 0)).gather(1, pattern.backward_reads)
+    backward = F.pad(forward, pattern.padding).gather(1, pattern.backward_reads)
     weights = torch.cat([backward.flip(0), torch.ones_like(forward[:1]), forward])
     return AffinityEntries(weights.t().flatten()[pattern.kept], pattern.rows, pattern.cols,
                            pattern.crow, weights.sum(0))
@@ -192,8 +203,9 @@ def propagate_to_edge(
     ``(1, H, W)`` at the same resolution. Returns ``(C, H, W)`` on ``cams``'s
     device, in float32 (float64 if ``cams`` is float64). ``rtol`` bounds the
     series truncation error of every pixel relative to its channel's output
-    scale (default 1e-5 in float32, 1e-12 in float64). Each step keeps the
-    degree-weighted sum ``sum_i d_i v_i`` of each channel.
+    scale (default 1e-5 in float32, 1e-12 in float64). Like IRNet's walk it
+    keeps each channel's degree-weighted sum ``sum_i d_i v_i``, here to within
+    that tolerance.
     """
     if cams.dim() != 3:
         raise ValueError(f"cams must be (C, H, W), got {tuple(cams.shape)}")
@@ -201,7 +213,7 @@ def propagate_to_edge(
         raise ValueError(f"exp_times must be >= 0, got {exp_times}")
     channels, height, width = cams.shape
     dtype = torch.promote_types(cams.dtype, torch.float32)
-    rtol = _DEFAULT_RTOL.get(dtype, 1e-6) if rtol is None else rtol
+    rtol = _DEFAULT_RTOL[dtype] if rtol is None else rtol
     edge = _boundary_2d(edge, height, width).to(device=cams.device, dtype=dtype)
 
     entries = affinity_entries(edge, radius=radius, beta=beta)
@@ -221,8 +233,10 @@ def propagate_to_edge(
     degree = _series_degree(tails, bound)
 
     result = coefficients[0] * state
+    if degree == 0:
+        return (result / root_degree[:, None]).t().reshape(channels, height, width)
     previous, current = state, symmetric @ state
-    if degree > 0:
+    if coefficients[1]:
         result.add_(current, alpha=coefficients[1])
     for k in range(2, degree + 1):
         # T_k = 2 S T_{k-1} - T_{k-2}, written over T_{k-2}, which is not needed again.

@@ -105,8 +105,14 @@ def test_folded_batchnorm_keeps_every_stage(arch, freeze_bn):
     assert not any(isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)) for m in backbone.modules())
     for got, want in zip(backbone.forward_stages(x), expected):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+    assert not any(p.requires_grad for p in backbone.parameters())
     backbone.fold_batchnorm()  # a second fold finds nothing left to fold
     torch.testing.assert_close(backbone(x), expected[-1], rtol=1e-4, atol=1e-4 * expected[-1].abs().max().item())
+
+
+def test_folding_needs_evaluation_mode():
+    with pytest.raises(RuntimeError, match="eval"):
+        Backbone("resnet18", weights="none").train().fold_batchnorm()
 
 
 def test_freeze_stem():

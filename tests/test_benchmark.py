@@ -13,6 +13,7 @@ from irnet_moana.benchmark import (
     reference_style_cams,
     round_robin,
     seed_miou,
+    summarize_walk_rows,
     synthetic_cams,
 )
 from irnet_moana.data.synthetic import generate_voc_demo
@@ -87,6 +88,42 @@ def test_target_checks():
     assert check_targets(results) == {"make_cams_bf16_at_least_3x_reference_loop": True,
                                       "random_walk_sparse_at_least_100x_dense_same_argmax": False,
                                       "random_walk_large_under_2s": True, "crf_scales_with_cores": False}
+
+
+def _walk_row(height: int, width: int, classes: int, speedup: float | None, argmax: bool | None = True) -> dict:
+    dense = None if speedup is None else 0.01 * speedup
+    return {"height": height, "width": width, "num_classes": classes, "sparse_s": 0.01, "sparse_median_s": 0.012,
+            "sparse_calls": 40, "sparse_cold_s": 0.012, "sparse_peak_rss_bytes": 2 ** 20,
+            "sparse_matrix_bytes": 2 ** 21, "dense_matrix_bytes": 2 ** 22, "dense_s": dense,
+            "dense_median_s": dense, "dense_calls": None if dense is None else 3,
+            "dense_peak_rss_bytes": None if dense is None else 2 ** 23, "speedup": speedup,
+            "speedup_cold": None if dense is None else speedup / 1.2,
+            "argmax_equal": None if dense is None else argmax, "max_rel_error": None if dense is None else 1e-5}
+
+
+def test_walk_summary_takes_the_worst_case_at_the_target_shape():
+    rows = [_walk_row(32, 32, 3, 20.0, argmax=False), _walk_row(48, 64, 3, 150.0), _walk_row(48, 64, 20, 105.0),
+            _walk_row(48, 64, 20, None)]
+    summary = summarize_walk_rows(rows)
+    # the 32x32 case's argmax does not count; the sparse-only row keeps its own key
+    assert summary["speedup_sparse_vs_dense"] == 105.0 and summary["argmax_equal"] is True
+    assert summary["speedup_cold_sparse_vs_dense"] == 87.5
+    assert set(summary["cases"]) == {"32x32_3cls", "48x64_3cls", "48x64_20cls", "48x64_20cls_sparse_only"}
+    assert summary["cases"]["48x64_20cls"]["dense_calls"] == 3
+    assert summary["cases"]["48x64_20cls_sparse_only"]["sparse_peak_rss_mib"] == 1.0
+    assert summary["large_shape"] == [48, 64] and summary["large_sparse_s"] == 0.01
+    assert check_targets({"random_walk": summary}) == {"random_walk_sparse_at_least_100x_dense_same_argmax": True,
+                                                       "random_walk_large_under_2s": True}
+    rows[2] = _walk_row(48, 64, 20, 99.0)
+    assert not check_targets({"random_walk": summarize_walk_rows(rows)})[
+        "random_walk_sparse_at_least_100x_dense_same_argmax"]
+
+
+def test_walk_target_is_not_decided_without_the_target_shape():
+    summary = summarize_walk_rows([_walk_row(32, 32, 3, 300.0)])
+    assert summary["speedup_sparse_vs_dense"] is None and summary["argmax_equal"] is None
+    assert summary["speedup_cold_sparse_vs_dense"] is None
+    assert check_targets({"random_walk": summary}) == {}
 
 
 def test_seed_miou_target_needs_the_difference_and_bounds_it():

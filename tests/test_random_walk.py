@@ -23,7 +23,7 @@ def _assert_matches_reference(cams: torch.Tensor, edge: torch.Tensor, **kwargs) 
     assert torch.equal(walked.argmax(0), reference.argmax(0))
 
 
-@pytest.mark.parametrize("shape", [(7, 9), (12, 16), (16, 16)])
+@pytest.mark.parametrize("shape", [(7, 9), (12, 16), (16, 16), (1, 1), (1, 6), (5, 1), (5, 3), (10, 3)])
 def test_matches_dense_reference_with_ring_boundaries(shape):
     cams, edge = synthetic_walk_inputs(*shape, num_classes=3, seed=sum(shape))
     _assert_matches_reference(cams, edge)
@@ -173,6 +173,8 @@ def test_benchmark_rows():
     assert large["dense_matrix_bytes"] == 144 * 144 * 4
     assert large["sparse_s"] > 0 and large["sparse_matrix_bytes"] > 0
     assert small["sparse_calls"] == small["dense_calls"] == large["sparse_calls"] == 2
+    assert small["sparse_cold_s"] > 0 and small["sparse_median_s"] >= small["sparse_s"]
+    assert small["speedup_cold"] == pytest.approx(small["dense_s"] / small["sparse_cold_s"])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -218,9 +218,12 @@ class Backbone(nn.Module):
 
         Each ``bn(conv(x))`` becomes one convolution with scaled weights and a
         bias, the same function up to float rounding in evaluation mode, with
-        one pass over the feature map less. The BatchNorms become identities,
-        so the result must not be trained.
+        one pass over the feature map less. The BatchNorms become identities
+        and the folded weights are frozen: the result is not for training.
         """
+        if self.training:
+            raise RuntimeError("fold_batchnorm() is for inference: call .eval() first, so that "
+                               "BatchNorm's running statistics are what gets folded")
         for parent, conv_name, norm_name in self._conv_norm_pairs():
             conv, norm = getattr(parent, conv_name), getattr(parent, norm_name)
             if isinstance(norm, nn.Identity):
@@ -228,7 +231,7 @@ class Backbone(nn.Module):
             weight, bias = fuse_conv_bn_weights(
                 conv.weight, conv.bias, norm.running_mean, norm.running_var, norm.eps,
                 norm.weight, norm.bias)
-            conv.weight, conv.bias = weight, bias
+            conv.weight, conv.bias = weight.requires_grad_(False), bias.requires_grad_(False)
             setattr(parent, norm_name, nn.Identity())
         return self
 
