@@ -83,7 +83,8 @@ def test_synthetic_cams_peak_at_one_inside_each_region():
 
 def test_target_checks():
     results = {"make_cams": {"speedup_bf16_vs_reference_loop": 3.2},
-               "random_walk": {"speedup_sparse_vs_dense": 150.0, "argmax_equal": False, "large_sparse_s": 1.5},
+               "random_walk": {"speedup_sparse_vs_dense": 150.0, "argmax_equal": False, "large_sparse_s": 1.5,
+                               "large_shape": [128, 128]},
                "crf": {"cores": 4, "speedup_all_cores_vs_1": 1.9}}
     assert check_targets(results) == {"make_cams_bf16_at_least_3x_reference_loop": True,
                                       "random_walk_sparse_at_least_100x_dense_same_argmax": False,
@@ -112,8 +113,8 @@ def test_walk_summary_takes_the_worst_case_at_the_target_shape():
     assert summary["cases"]["48x64_20cls"]["dense_calls"] == 3
     assert summary["cases"]["48x64_20cls_sparse_only"]["sparse_peak_rss_mib"] == 1.0
     assert summary["large_shape"] == [48, 64] and summary["large_sparse_s"] == 0.01
-    assert check_targets({"random_walk": summary}) == {"random_walk_sparse_at_least_100x_dense_same_argmax": True,
-                                                       "random_walk_large_under_2s": True}
+    # the 2 s target is set at 128x128: a smaller large shape does not decide it
+    assert check_targets({"random_walk": summary}) == {"random_walk_sparse_at_least_100x_dense_same_argmax": True}
     rows[2] = _walk_row(48, 64, 20, 99.0)
     assert not check_targets({"random_walk": summarize_walk_rows(rows)})[
         "random_walk_sparse_at_least_100x_dense_same_argmax"]
