@@ -233,16 +233,15 @@ def propagate_to_edge(
     degree = _series_degree(tails, bound)
 
     result = coefficients[0] * state
-    if degree == 0:
-        return (result / root_degree[:, None]).t().reshape(channels, height, width)
-    previous, current = state, symmetric @ state
-    if coefficients[1]:
-        result.add_(current, alpha=coefficients[1])
-    for k in range(2, degree + 1):
-        # T_k = 2 S T_{k-1} - T_{k-2}, written over T_{k-2}, which is not needed again.
-        previous, current = current, torch.addmm(previous, symmetric, current,
-                                                 beta=-1.0, alpha=2.0, out=previous)
-        if coefficients[k]:
-            result.add_(current, alpha=coefficients[k])
+    if degree > 0:
+        previous, current = state, symmetric @ state
+        if coefficients[1]:
+            result.add_(current, alpha=coefficients[1])
+        for k in range(2, degree + 1):
+            # T_k = 2 S T_{k-1} - T_{k-2}, written over T_{k-2}, which is not needed again.
+            previous, current = current, torch.addmm(previous, symmetric, current,
+                                                     beta=-1.0, alpha=2.0, out=previous)
+            if coefficients[k]:
+                result.add_(current, alpha=coefficients[k])
     result = result / root_degree[:, None]
     return result.t().reshape(channels, height, width)

@@ -30,8 +30,12 @@ class TrainingError(RuntimeError):
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU or CUDA, fp16 on CUDA; a null context for 'none'."""
-    if amp == "none":
+    """bf16 autocast on CPU or CUDA, fp16 on CUDA; a null context for 'none' or 'fp32'.
+
+    Training settings say ``amp: none``, inference stages ``infer_precision:
+    fp32``; both mean no autocast.
+    """
+    if amp in ("none", "fp32"):
         return contextlib.nullcontext()
     if amp == "fp16" and device.type != "cuda":
         raise TrainingError("amp 'fp16' needs a CUDA GPU; use amp=bf16 on the CPU")

@@ -66,7 +66,7 @@ def batches(image_ids: Sequence[str], size: int) -> list[list[str]]:
 def predict(model: WSOLNet, images: torch.Tensor, labels: torch.Tensor, precision: str = "fp32",
             topk: int = TOPK) -> tuple[np.ndarray, np.ndarray]:
     """(class maps of the given classes (N, h, w) float32, top-k classes (N, k) best first) in one pass."""
-    with autocast(images.device, "bf16" if precision == "bf16" else "none"):
+    with autocast(images.device, precision):
         calibrated = model.head.calibrate(model.backbone(images))
         maps = model.head.class_maps(calibrated)
     maps = maps.float()

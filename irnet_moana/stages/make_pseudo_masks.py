@@ -41,7 +41,6 @@ def run(cfg: dict) -> Path:
     out_dir, cam_dir = run_.path(OUT), run_.path(make_cams.OUT)
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = pending(stems, out_dir, ".png", run_.log)
-    amp = "bf16" if p["infer_precision"] == "bf16" else "none"
     if todo:
         model = train_irn.build_model(cfg, weights="none")
         load_weights(run_.path(train_irn.OUT, "model.pth"), model)
@@ -56,7 +55,7 @@ def run(cfg: dict) -> Path:
             else:
                 cam = load_cam(cam_dir / f"{stem}.npz", keys)["cam"]
                 images = sample["pyramid"][0].to(run_.device).contiguous(memory_format=torch.channels_last)
-                with autocast(run_.device, amp):
+                with autocast(run_.device, p["infer_precision"]):
                     boundary = model.boundary(images, cfg["irn"]["crop_size"]).float()
                 mask = walk_to_labels(cam, keys, boundary, size, p["radius"], p["beta"], p["exp_times"],
                                       p["bg_threshold"])
