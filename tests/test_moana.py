@@ -1,10 +1,11 @@
 """MoANA against hand-written references of each step of the paper's module."""
+import copy
 import math
 
 import pytest
 import torch
 
-from irnet_moana.models.moana import MoANA
+from irnet_moana.models.moana import CALIBRATIONS, MoANA
 
 N, C, H, W = 3, 6, 5, 7
 
@@ -118,6 +119,41 @@ def test_calibrations(module_and_input):
     wsss = MoANA(C, calibration="wsss_code").double().eval()
     wsss.load_state_dict(module.state_dict())
     torch.testing.assert_close(wsss(x), x * (0.35 + 0.65 * m))
+
+
+@pytest.mark.parametrize("calibration", sorted(CALIBRATIONS))
+def test_channels_last_input_gives_same_views_and_output(module_and_input, calibration):
+    """Channels-last maps take their own pooling and product path; the numbers and layout must match."""
+    module, x = module_and_input
+    module.calibration = calibration
+    last = x.contiguous(memory_format=torch.channels_last)
+    reference = module.attention(x)
+    for name, value in module.attention(last).items():
+        torch.testing.assert_close(value, reference[name], rtol=1e-12, atol=1e-12, msg=name)
+    out = module(last)
+    torch.testing.assert_close(out, module(x), rtol=1e-12, atol=1e-12)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+
+
+def test_channels_last_bf16_close_to_float64(module_and_input):
+    module, x = module_and_input
+    low = copy.deepcopy(module).to(torch.bfloat16)
+    out = low(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
+    # bf16 keeps 8 bits of mantissa: a few roundings of values up to |x| * 4
+    torch.testing.assert_close(out.double(), module(x), rtol=0.03, atol=0.03)
+
+
+def test_channels_last_gradients_match(module_and_input):
+    module, x = module_and_input
+    module.train()
+    grads = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        module.zero_grad()
+        inputs = x.clone(memory_format=layout).requires_grad_(True)
+        (module(inputs) * torch.arange(x.numel(), dtype=x.dtype).view_as(x)).sum().backward()
+        grads.append([inputs.grad] + [p.grad.clone() for p in module.parameters()])
+    for plain, last in zip(*grads):
+        torch.testing.assert_close(last, plain, rtol=1e-10, atol=1e-10)
 
 
 def test_batchnorm_follows_train_and_eval(module_and_input):

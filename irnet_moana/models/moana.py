@@ -102,27 +102,55 @@ class MoANA(nn.Module):
             and ``M`` (N, C, H, W) with ``M[n, i, j, k] = z_c[n, i] + z_h[n, i, j]
             + z_w[n, i, k]``, in (0, 3).
         """
+        z_c, z_h, z_w = self.view_attentions(x)
+        m = z_c[:, :, None, None] + z_h[:, :, :, None] + z_w[:, :, None, :]
+        return {"z_c": z_c, "z_h": z_h, "z_w": z_w, "M": m}
+
+    def view_attentions(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(z_c, z_h, z_w)`` of :meth:`attention`, without forming ``M``."""
         if x.dim() != 4 or x.shape[1] != self.channels:
             raise ValueError(
                 f"expected input of shape (N, {self.channels}, H, W), got {tuple(x.shape)}")
-        n, c = x.shape[:2]
+        n, c, h, w = x.shape
+        if _channels_last(x):
+            # Reduced over its dense (N, H, W, C) view, a channels-last map pools 25x faster
+            # than through x.mean(3) / x.mean(2) (1.6 against 40 ms for a bf16 2 x 2048 x 36 x 63
+            # map on a 2-core EPYC); bf16 sums are also 8x faster than bf16 means there.
+            nhwc = x.permute(0, 2, 3, 1)
+            pooled_h = nhwc.sum(2).transpose(1, 2) / w
+            pooled_w = nhwc.sum(1).transpose(1, 2) / h
+            pooled_c = nhwc.sum((1, 2)) / (h * w)
+        else:
+            pooled_h, pooled_w, pooled_c = x.mean(3), x.mean(2), x.mean((2, 3))
 
         # The channel view is a length-C signal with one "channel" for Conv1d.
-        pooled_c = x.mean(dim=(2, 3)).unsqueeze(1)
-        z_c = self.conv_c(pooled_c).view(n, c, 1, 1)
+        z_c = self.conv_c(pooled_c.unsqueeze(1)).view(n, c, 1, 1)
         z_c = torch.sigmoid(self.bn_c(z_c)).view(n, c)
 
         # BatchNorm2d on (N, C, L, 1) normalises each channel over N and L,
         # the statistics the authors' code uses for the spatial views.
-        z_h = self.conv_h(x.mean(dim=3)).unsqueeze(3)
+        z_h = self.conv_h(pooled_h).unsqueeze(3)
         z_h = torch.sigmoid(self.bn_h(z_h)).squeeze(3)
-        z_w = self.conv_w(x.mean(dim=2)).unsqueeze(3)
+        z_w = self.conv_w(pooled_w).unsqueeze(3)
         z_w = torch.sigmoid(self.bn_w(z_w)).squeeze(3)
-
-        m = z_c[:, :, None, None] + z_h[:, :, :, None] + z_w[:, :, None, :]
-        return {"z_c": z_c, "z_h": z_h, "z_w": z_w, "M": m}
+        return z_c, z_h, z_w
 
     def forward(self, x: Tensor) -> Tensor:
-        """Calibrated features ``X * (offset + scale * M)``, same shape as ``x``."""
+        """Calibrated features ``X * (offset + scale * M)``, same shape and memory layout as ``x``."""
         offset, scale = CALIBRATIONS[self.calibration]
-        return x * (offset + scale * self.attention(x)["M"])
+        z_c, z_h, z_w = self.view_attentions(x)
+        # offset and scale go into the (N, C, H) and (N, C, W) terms, so only one sum and
+        # one product run over all C x H x W elements.
+        rows = offset + scale * (z_c[:, :, None] + z_h)
+        cols = scale * z_w
+        if _channels_last(x):
+            # Channel-fastest terms make the broadcast sum channels-last like x: a product of
+            # the two layouts ran 8x slower (19.6 against 2.4 ms, bf16, as above).
+            rows = rows.transpose(1, 2).contiguous().transpose(1, 2)
+            cols = cols.transpose(1, 2).contiguous().transpose(1, 2)
+        return x * (rows[:, :, :, None] + cols[:, :, None, :])
+
+
+def _channels_last(x: Tensor) -> bool:
+    """Whether ``x`` is stored channels-last (a map that is dense both ways counts as NCHW)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
