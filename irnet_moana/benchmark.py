@@ -81,10 +81,40 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+ALLOCATOR_VARIABLES = ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD")
+
+
+def allocator_setting() -> str:
+    """The environment variables that change how freed memory is kept, or "default".
+
+    They move the figures: by glibc's default every tensor above its mmap
+    threshold (32 MiB at most) is a fresh mapping whose pages fault on first
+    touch, which costs fp32 (twice the bytes) more than bf16.
+    """
+    chosen = [f"{name}={os.environ[name]}" for name in ALLOCATOR_VARIABLES if os.environ.get(name)]
+    return " ".join(chosen) or "default"
+
+
 def machine_info() -> dict:
-    """CPU model, core count, torch version and threads, and the load average now (1, 5, 15 min)."""
+    """CPU model, core count, torch version and threads, allocator setting, load average (1, 5, 15 min)."""
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "load_average": [round(x, 2) for x in os.getloadavg()]}
+            "torch_threads": torch.get_num_threads(), "allocator": allocator_setting(),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+@torch.no_grad()
+def conv_peak_gflops(dtype: torch.dtype, repeats: int = 10) -> float:
+    """GFLOP/s of one large channels-last 3x3 convolution (256 -> 256 channels, 2 x 64 x 64): the
+    rate the CPU's convolutions reach at best, against which the CAM methods' rates can be read."""
+    x = torch.randn(2, 256, 64, 64).to(dtype).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(256, 256, 3, 3).to(dtype).contiguous(memory_format=torch.channels_last)
+    F.conv2d(x, weight, padding=1)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        F.conv2d(x, weight, padding=1)
+        best = min(best, time.perf_counter() - start)
+    return 2 * weight.numel() * 2 * 64 * 64 / best / 1e9
 
 
 def round_robin(methods: dict[str, Callable[[int], object]], count: int, warmup: int = 1) -> dict[str, float]:
@@ -148,7 +178,9 @@ def _labelled_stems(data: VOCData, split: str, count: int) -> list[str]:
 
 def cam_model(cfg: dict, num_classes: int, run_dir: Path | None) -> tuple[CAMNet, str]:
     """The CAM network of ``cfg`` with ``run_dir``'s trained weights when present, else random ones."""
-    model = train_cam.build_model(cfg, num_classes, weights="none")
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg["seed"])  # random weights repeat from run to run
+        model = train_cam.build_model(cfg, num_classes, weights="none")
     weights = run_dir / train_cam.OUT / "model.pth" if run_dir is not None else None
     if weights is not None and weights.is_file():
         load_weights(weights, model)
@@ -205,6 +237,8 @@ def bench_make_cams(cfg: dict, sizes: BenchmarkSizes, run_dir: Path | None = Non
         "images_per_s": {k: round(v, 3) for k, v in rate.items()},
         "gflop_per_image": round(total_flops / len(samples) / 1e9, 2),
         "network_gflops_per_s": {k: round(total_flops / seconds / 1e9, 1) for k, seconds in totals.items()},
+        "conv_peak_gflops_per_s": {name: round(conv_peak_gflops(dtype), 1)
+                                   for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))},
         "speedup_bf16_vs_reference_loop": round(rate["bf16"] / rate["reference_loop_fp32"], 2),
         "speedup_fp32_vs_reference_loop": round(rate["fp32"] / rate["reference_loop_fp32"], 2),
         "speedup_bf16_vs_fp32": round(rate["bf16"] / rate["fp32"], 2),

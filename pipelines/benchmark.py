@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     report = run_benchmarks(cfg, args.only or PARTS, sizes, run_dir)
     start, end = report["machine_start"], report["machine_end"]
     print(f"machine: {start['cpu']}, {start['cores']} cores, torch {start['torch']}, {start['torch_threads']} "
-          f"threads; load average {start['load_average']} at start, {end['load_average']} at end")
+          f"threads, allocator {start['allocator']}; load average {start['load_average']} at start, {end['load_average']} at end")
     for name, met in report["targets"].items():
         print(f"target {name}: {'met' if met else 'NOT met'}")
     if args.out:

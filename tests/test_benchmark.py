@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from irnet_moana import gpu_check
 from irnet_moana.benchmark import (
+    allocator_setting,
+    cam_model,
     check_targets,
+    conv_peak_gflops,
     pyramid_flops,
     reference_style_cams,
     round_robin,
@@ -16,6 +20,7 @@ from irnet_moana.benchmark import (
     summarize_walk_rows,
     synthetic_cams,
 )
+from irnet_moana.config import load_config
 from irnet_moana.data.synthetic import generate_voc_demo
 from irnet_moana.data.voc import VOCData
 from irnet_moana.models.cam_net import CAMNet
@@ -154,3 +159,29 @@ def test_gpu_check_without_a_gpu_says_so_and_exits_with_its_code(monkeypatch, ca
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert gpu_check.main([]) == gpu_check.NO_GPU_EXIT == 3
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_allocator_setting_names_the_variables_that_are_set(monkeypatch):
+    for name in ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD"):
+        monkeypatch.delenv(name, raising=False)
+    assert allocator_setting() == "default"
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1073741824")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=1")
+    assert allocator_setting() == "GLIBC_TUNABLES=glibc.malloc.trim_threshold=1 MALLOC_MMAP_THRESHOLD_=1073741824"
+
+
+def test_conv_peak_is_a_positive_rate(one_torch_thread):
+    assert conv_peak_gflops(torch.float32, repeats=1) > 0
+
+
+def test_random_cam_weights_repeat_and_leave_the_global_generator_alone(tmp_path):
+    cfg = load_config(Path(__file__).resolve().parents[1] / "pipelines" / "configs" / "demo.yaml", ["seed=3", f"run_dir={tmp_path}"])
+    torch.manual_seed(0)
+    expected_next = torch.rand(1)
+    torch.manual_seed(0)
+    first, weights = cam_model(cfg, 3, tmp_path)
+    assert weights.startswith("random")
+    assert torch.equal(torch.rand(1), expected_next)
+    second, _ = cam_model(cfg, 3, None)
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
