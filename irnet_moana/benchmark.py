@@ -106,8 +106,12 @@ def machine_info() -> dict:
 def conv_peak_gflops(dtype: torch.dtype, repeats: int = 10) -> float:
     """GFLOP/s of one large channels-last 3x3 convolution (256 -> 256 channels, 2 x 64 x 64): the
     rate the CPU's convolutions reach at best, against which the CAM methods' rates can be read."""
-    x = torch.randn(2, 256, 64, 64).to(dtype).contiguous(memory_format=torch.channels_last)
-    weight = torch.randn(256, 256, 3, 3).to(dtype).contiguous(memory_format=torch.channels_last)
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 256, 64, 64, generator=generator).to(dtype).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(256, 256, 3, 3, generator=generator).to(dtype).contiguous(
+        memory_format=torch.channels_last)
     F.conv2d(x, weight, padding=1)
     best = math.inf
     for _ in range(repeats):
@@ -178,7 +182,7 @@ def _labelled_stems(data: VOCData, split: str, count: int) -> list[str]:
 
 def cam_model(cfg: dict, num_classes: int, run_dir: Path | None) -> tuple[CAMNet, str]:
     """The CAM network of ``cfg`` with ``run_dir``'s trained weights when present, else random ones."""
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg["seed"])  # random weights repeat from run to run
         model = train_cam.build_model(cfg, num_classes, weights="none")
     weights = run_dir / train_cam.OUT / "model.pth" if run_dir is not None else None

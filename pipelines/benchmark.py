@@ -47,8 +47,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     run_dir = Path(args.run_dir) if args.run_dir else None
     report = run_benchmarks(cfg, args.only or PARTS, sizes, run_dir)
     start, end = report["machine_start"], report["machine_end"]
-    print(f"machine: {start['cpu']}, {start['cores']} cores, torch {start['torch']}, {start['torch_threads']} "
-          f"threads, allocator {start['allocator']}; load average {start['load_average']} at start, {end['load_average']} at end")
+    print(f"machine: {start['cpu']}, {start['cores']} cores, torch {start['torch']}, "
+          f"{start['torch_threads']} threads, allocator {start['allocator']}; "
+          f"load average {start['load_average']} at start, {end['load_average']} at end")
     for name, met in report["targets"].items():
         print(f"target {name}: {'met' if met else 'NOT met'}")
     if args.out:

@@ -5,10 +5,12 @@ import copy
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from irnet_moana import gpu_check
 from irnet_moana.benchmark import (
+    ALLOCATOR_VARIABLES,
     allocator_setting,
     cam_model,
     check_targets,
@@ -162,20 +164,29 @@ def test_gpu_check_without_a_gpu_says_so_and_exits_with_its_code(monkeypatch, ca
 
 
 def test_allocator_setting_names_the_variables_that_are_set(monkeypatch):
-    for name in ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD"):
+    for name in ALLOCATOR_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     assert allocator_setting() == "default"
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1073741824")
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=1")
-    assert allocator_setting() == "GLIBC_TUNABLES=glibc.malloc.trim_threshold=1 MALLOC_MMAP_THRESHOLD_=1073741824"
+    assert allocator_setting() == ("GLIBC_TUNABLES=glibc.malloc.trim_threshold=1 "
+                                   "MALLOC_MMAP_THRESHOLD_=1073741824")
 
 
-def test_conv_peak_is_a_positive_rate(one_torch_thread):
-    assert conv_peak_gflops(torch.float32, repeats=1) > 0
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_conv_peak_is_a_positive_rate_and_leaves_the_global_generator_alone(one_torch_thread, dtype):
+    torch.manual_seed(0)
+    expected_next = torch.rand(1)
+    torch.manual_seed(0)
+    assert conv_peak_gflops(dtype, repeats=1) > 0
+    assert torch.equal(torch.rand(1), expected_next)
+    with pytest.raises(ValueError, match="repeats"):
+        conv_peak_gflops(dtype, repeats=0)
 
 
 def test_random_cam_weights_repeat_and_leave_the_global_generator_alone(tmp_path):
-    cfg = load_config(Path(__file__).resolve().parents[1] / "pipelines" / "configs" / "demo.yaml", ["seed=3", f"run_dir={tmp_path}"])
+    demo_config = Path(__file__).resolve().parents[1] / "pipelines" / "configs" / "demo.yaml"
+    cfg = load_config(demo_config, ["seed=3", f"run_dir={tmp_path}"])
     torch.manual_seed(0)
     expected_next = torch.rand(1)
     torch.manual_seed(0)
