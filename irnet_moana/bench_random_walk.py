@@ -156,23 +156,29 @@ class _Timing(NamedTuple):
     peak_rss_bytes: int | None
 
 
-def _measure(run: Callable[[], torch.Tensor], repeats: int, min_seconds: float) -> _Timing:
-    """Result and peak RSS growth (bytes) of a warm-up call; best and median time of the timed calls.
+def call_times(run: Callable[[], object], repeats: int, min_seconds: float) -> list[float]:
+    """Seconds of each call of ``run``, called until there are ``repeats`` calls lasting ``min_seconds`` in all.
 
-    Timed calls go on until there are ``repeats`` of them and they took
-    ``min_seconds`` in all (as ``timeit``'s autorange does): every method gets
-    at least ``repeats`` calls, and a fast one more, since a short call is
-    the more exposed to a shared machine's hiccups.
+    As ``timeit``'s autorange does: every method gets at least ``repeats``
+    calls, and a fast one more, since a short call is the more exposed to a
+    shared machine's hiccups.
     """
-    baseline = _reset_peak_rss()
-    result = run()
-    peak = _read_peak_rss_kib()
-    peak_growth = None if baseline is None or peak is None else (peak - baseline) * 1024
     times: list[float] = []
     while len(times) < repeats or sum(times) < min_seconds:
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
+    return times
+
+
+def _measure(run: Callable[[], torch.Tensor], repeats: int, min_seconds: float) -> _Timing:
+    """Result and peak RSS growth (bytes) of a warm-up call; best and median time of the timed calls
+    (:func:`call_times`)."""
+    baseline = _reset_peak_rss()
+    result = run()
+    peak = _read_peak_rss_kib()
+    peak_growth = None if baseline is None or peak is None else (peak - baseline) * 1024
+    times = call_times(run, repeats, min_seconds)
     return _Timing(result, min(times), statistics.median(times), len(times), peak_growth)
 
 

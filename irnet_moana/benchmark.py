@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import io
-from .bench_random_walk import benchmark_random_walk
+from .bench_random_walk import benchmark_random_walk, call_times
 from .data.datasets import InferenceDataset
 from .data.voc import DatasetError, VOCData
 from .metrics import ConfusionMatrix
@@ -113,11 +113,7 @@ def conv_peak_gflops(dtype: torch.dtype, repeats: int = 10) -> float:
     weight = torch.randn(256, 256, 3, 3, generator=generator).to(dtype).contiguous(
         memory_format=torch.channels_last)
     F.conv2d(x, weight, padding=1)
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        F.conv2d(x, weight, padding=1)
-        best = min(best, time.perf_counter() - start)
+    best = min(call_times(lambda: F.conv2d(x, weight, padding=1), repeats, min_seconds=0.0))
     return 2 * weight.numel() * 2 * 64 * 64 / best / 1e9
 
 
