@@ -42,6 +42,7 @@ from irnet_moana.data.datasets import InferenceDataset, collate_single
 from irnet_moana.data.voc import VOCData
 from irnet_moana.evaluation import score_mask_folder
 from irnet_moana.metrics import format_iou_table
+from irnet_moana.precision import FP32, Precision
 from irnet_moana.run import start_run
 from irnet_moana.stages.common import class_names_with_background, pending, progress
 from irnet_moana.training import autocast, load_weights
@@ -66,16 +67,16 @@ def _upsampled_probs(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_single_scale(model: MultiScale, image: torch.Tensor, amp: str = "none") -> torch.Tensor:
+def predict_single_scale(model: MultiScale, image: torch.Tensor, precision: Precision = FP32) -> torch.Tensor:
     """Class probabilities (C, H, W) of one normalised (3, H, W) image from the fused eval forward."""
-    with autocast(image.device, amp):
+    with autocast(image.device, precision):
         logits = model(image[None])
     return _upsampled_probs(logits, image.shape[-2:])[0]
 
 
 @torch.no_grad()
 def predict_multi_scale_flip(model: MultiScale, pyramid: Sequence[torch.Tensor], size: Sequence[int],
-                             amp: str = "none") -> torch.Tensor:
+                             precision: Precision = FP32) -> torch.Tensor:
     """Class probabilities (C, H, W) averaged over scales and flips.
 
     ``pyramid`` holds one (2, 3, h, w) tensor per scale: the resized image
@@ -83,7 +84,7 @@ def predict_multi_scale_flip(model: MultiScale, pyramid: Sequence[torch.Tensor],
     """
     total = None
     for images in pyramid:
-        with autocast(images.device, amp):
+        with autocast(images.device, precision):
             logits = model.base(images)
         probs = _upsampled_probs(logits, size)
         pair = probs[0] + probs[1].flip(-1)
@@ -128,7 +129,7 @@ def crf_label_maps(jobs: Iterable[tuple[str, np.ndarray, np.ndarray]], workers: 
         pool.join()
 
 
-def _predict(cfg: dict, data: VOCData, run_dir: Path, device: torch.device,
+def _predict(cfg: dict, data: VOCData, run_dir: Path, device: torch.device, precision: Precision,
              todo: dict[str, set[str]]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Write the single- and multi-scale PNGs still to do; yield a CRF job per image that needs one."""
     d = cfg["deeplab"]
@@ -142,18 +143,19 @@ def _predict(cfg: dict, data: VOCData, run_dir: Path, device: torch.device,
         name = sample["name"]
         if name in todo[SS]:
             image = torch.from_numpy(T.to_chw(T.normalize(sample["image"]))).to(device)
-            probs = predict_single_scale(model, image, d["amp"])
+            probs = predict_single_scale(model, image, precision)
             io.save_label_png(run_dir / SS / f"{name}.png", probs.argmax(0).byte().cpu().numpy())
         if name in todo[MSF] or name in todo[CRF]:
             pyramid = [p.to(device) for p in sample["pyramid"]]
-            probs = predict_multi_scale_flip(model, pyramid, sample["size"], d["amp"]).cpu().numpy()
+            probs = predict_multi_scale_flip(model, pyramid, sample["size"], precision).cpu().numpy()
             if name in todo[MSF]:
                 io.save_label_png(run_dir / MSF / f"{name}.png", probs.argmax(0).astype(np.uint8))
             if name in todo[CRF]:
                 yield name, sample["image"], probs
 
 
-def predict(cfg: dict, run_dir: Path, device: torch.device, log=None) -> list[str]:
+def predict(cfg: dict, run_dir: Path, device: torch.device, precision: Precision = FP32,
+            log=None) -> list[str]:
     """Write this rank's missing prediction PNGs; returns the prediction folders of this setting."""
     d = cfg["deeplab"]
     data = VOCData(cfg["data"]["root"])
@@ -166,7 +168,7 @@ def predict(cfg: dict, run_dir: Path, device: torch.device, log=None) -> list[st
         todo[folder] = set(pending(stems, out_dir / folder, ".png", log))
     if log is not None:
         log.info("to predict on %s: %s", d["eval_list"], ", ".join(f"{f} {len(todo[f])}" for f in folders))
-    jobs = _predict(cfg, data, out_dir, device, todo)
+    jobs = _predict(cfg, data, out_dir, device, precision, todo)
     if todo[CRF]:
         for name, labels in crf_label_maps(jobs, crf_workers(d["crf_workers"])):
             io.save_label_png(out_dir / CRF / f"{name}.png", labels)
@@ -201,9 +203,9 @@ def result_line(result: dict) -> str:
 
 def run(cfg: dict) -> dict | None:
     """Predict, score and write ``<run_dir>/metrics/eval_deeplab.json``; returns it (None on ranks > 0)."""
-    run_ = start_run(cfg, "eval_deeplab")
+    run_ = start_run(cfg, "eval_deeplab", precision_key="deeplab.amp")
     distributed.init_distributed(run_.device)
-    folders = predict(cfg, run_.dir, run_.device, run_.log)
+    folders = predict(cfg, run_.dir, run_.device, run_.precision, run_.log)
     distributed.barrier()
     if not distributed.is_main():
         return None

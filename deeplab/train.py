@@ -122,7 +122,7 @@ def run(cfg: dict, labels: str | None = None, resume: bool = False) -> Path:
         labels: label folder overriding ``deeplab.labels`` (``--labels``).
         resume: continue from ``<run_dir>/deeplab/checkpoint.pth``.
     """
-    run_ = start_run(cfg, "train_deeplab")
+    run_ = start_run(cfg, "train_deeplab", precision_key="deeplab.amp")
     d = cfg["deeplab"]
     data = VOCData(cfg["data"]["root"])
     stems = data.split(d["train_list"])
@@ -136,7 +136,7 @@ def run(cfg: dict, labels: str | None = None, resume: bool = False) -> Path:
     dataset = SegmentationDataset(data, stems, folder, cfg["seed"], d["scale_range"], d["crop_size"],
                                   cfg["data"]["skip_corrupt"])
     model = build_model(cfg, data.num_classes)
-    spec = TrainSpec(batch_size=d["batch_size"], max_steps=d["iterations"], amp=d["amp"],
+    spec = TrainSpec(batch_size=d["batch_size"], max_steps=d["iterations"],
                      checkpoint_every=d["checkpoint_every"], num_workers=cfg["data"]["num_workers"])
     names = output_names(model.scales)
     run_.log.info("training DeepLab v2 (ResNet-%d, scales %s) on %d images of %s with labels from %s",

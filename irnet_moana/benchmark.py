@@ -3,7 +3,8 @@
 Four parts, each a function returning a dict of absolute figures and ratios:
 
 * :func:`bench_make_cams`: CAM inference (all scales, each with its flip) in
-  bf16 and fp32, as ``make_cams`` runs it, against
+  fp32 and in the precision ``auto`` picks on this CPU, as ``make_cams``
+  runs it, against
   :func:`reference_style_cams`, a per-scale loop written like the original
   implementation (fp32, default memory layout, unfolded BatchNorm, image and
   flip as one batch of two);
@@ -12,7 +13,7 @@ Four parts, each a function returning a dict of absolute figures and ratios:
 * :func:`bench_crf`: ``make_ir_labels``' per-image work (two dense CRF passes)
   in a process pool of 1 and of all cores;
 * :func:`bench_deeplab`: multi-scale DeepLab v2 inference in fp32 (default
-  layout and channels-last) and bf16 channels-last.
+  layout and channels-last) and channels-last in the ``auto`` precision.
 
 Methods that are compared are run in turn on each input (round robin), so a
 change in the load of a shared machine shifts all of them alike;
@@ -24,7 +25,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import platform
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,12 +43,13 @@ from .bench_random_walk import benchmark_random_walk, call_times
 from .data.datasets import InferenceDataset
 from .data.voc import DatasetError, VOCData
 from .metrics import ConfusionMatrix
+from .precision import Precision, choose, cpu_kind, cpu_model
 from .models.cam_net import CAMNet
 from .stages import make_ir_labels, train_cam
 from .stages.common import label_keys
 from .stages.eval_cams import seed_labels
 from .stages.make_cams import image_cams, inference_model, max_normalize, strided_size, strided_up_size
-from .training import load_weights
+from .training import autocast, load_weights
 
 PARTS = ("make_cams", "random_walk", "crf", "deeplab")
 
@@ -69,18 +70,6 @@ class BenchmarkSizes:
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (the platform's processor string elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 ALLOCATOR_VARIABLES = ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD")
 
 
@@ -96,10 +85,18 @@ def allocator_setting() -> str:
 
 
 def machine_info() -> dict:
-    """CPU model, core count, torch version and threads, allocator setting, load average (1, 5, 15 min)."""
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+    """CPU model and instruction kind, torch's kernels, oneDNN's cap, the precision ``auto`` picks here, core
+    count, torch version and threads, allocator setting, load average (1, 5, 15 min)."""
+    return {"cpu": cpu_model(), "cpu_kind": cpu_kind(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "unset"),
+            "auto_precision": auto_precision().as_dict(), "cores": os.cpu_count(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "allocator": allocator_setting(),
             "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def auto_precision() -> Precision:
+    """What ``auto`` resolves to on this CPU: the precision timed beside fp32."""
+    return choose("auto", torch.device("cpu"), "auto")
 
 
 @torch.no_grad()
@@ -189,17 +186,20 @@ def cam_model(cfg: dict, num_classes: int, run_dir: Path | None) -> tuple[CAMNet
 
 
 def bench_make_cams(cfg: dict, sizes: BenchmarkSizes, run_dir: Path | None = None) -> dict:
-    """Images/s of CAM inference in bf16 and fp32 as make_cams runs it, against the reference-style loop."""
+    """Images/s of CAM inference as make_cams runs it, in fp32 and in the precision ``auto`` picks (timed once
+    when that is fp32), against the reference-style loop."""
     data = VOCData(cfg["data"]["root"])
     stems = _labelled_stems(data, cfg["data"]["train_list"], sizes.cam_images)
     labels = data.image_labels(stems)
     dataset = InferenceDataset(data, stems, cfg["cam"]["scales"], labels)
     samples = [dataset[i] for i in range(len(stems))]  # decoded and resized before timing
     model, weights = cam_model(cfg, data.num_classes, run_dir)
-    fp32_model = inference_model(copy.deepcopy(model), "fp32")
-    bf16_model = inference_model(copy.deepcopy(model), "bf16")
+    auto = auto_precision()
+    models = {"fp32": inference_model(copy.deepcopy(model), Precision("fp32", "benchmark"))}
+    if auto.reduced:
+        models["auto"] = inference_model(copy.deepcopy(model), auto)
     device = torch.device("cpu")
-    outputs: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {"reference_loop_fp32": {}, "fp32": {}, "bf16": {}}
+    outputs: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {"reference_loop_fp32": {}, **{k: {} for k in models}}
 
     def method(name: str, compute: Callable[[dict], tuple[np.ndarray, np.ndarray]]) -> Callable[[int], None]:
         def run(index: int) -> None:
@@ -209,16 +209,20 @@ def bench_make_cams(cfg: dict, sizes: BenchmarkSizes, run_dir: Path | None = Non
     def keys_of(sample: dict) -> np.ndarray:
         return label_keys(sample["label"])
 
+    def make_cams_method(name: str) -> Callable[[int], None]:
+        return method(name, lambda s: image_cams(models[name], s["pyramid"], s["size"], keys_of(s), device))
+
     totals = round_robin({
         "reference_loop_fp32": method("reference_loop_fp32", lambda s: reference_style_cams(
             model, s["pyramid"], s["size"], keys_of(s))),
-        "fp32": method("fp32", lambda s: image_cams(fp32_model, s["pyramid"], s["size"], keys_of(s), device)),
-        "bf16": method("bf16", lambda s: image_cams(bf16_model, s["pyramid"], s["size"], keys_of(s), device)),
+        **{name: make_cams_method(name) for name in models},
     }, len(samples))
+    if not auto.reduced:
+        outputs["auto"], totals["auto"] = outputs["fp32"], totals["fp32"]
     threshold = cfg["cam"]["bg_threshold"]
     seeds = {name: [seed_labels(outputs[name][i][1], keys_of(s), threshold) for i, s in enumerate(samples)]
-             for name in ("fp32", "bf16")}
-    agreement = np.mean([(bf16 == fp32).mean() for bf16, fp32 in zip(seeds["bf16"], seeds["fp32"])])
+             for name in ("fp32", "auto")}
+    agreement = np.mean([(auto == fp32).mean() for auto, fp32 in zip(seeds["auto"], seeds["fp32"])])
     mious = {name: seed_miou(data, stems, seeds[name]) for name in seeds}
     loop_vs_fp32 = max(float(np.abs(outputs["reference_loop_fp32"][i][1] - outputs["fp32"][i][1]).max())
                        for i in range(len(samples)))
@@ -231,21 +235,22 @@ def bench_make_cams(cfg: dict, sizes: BenchmarkSizes, run_dir: Path | None = Non
         if shapes not in flops:
             flops[shapes] = pyramid_flops(model, sample["pyramid"])
         total_flops += flops[shapes]
+    peak_dtypes = {"fp32": torch.float32, **({"auto": auto.dtype} if auto.reduced else {})}
     return {
         "weights": weights, "backbone": cfg["cam"]["backbone"], "moana": cfg["cam"]["moana"],
+        "auto_precision": auto.name,
         "images": len(samples), "image_size": list(samples[0]["size"]), "scales": cfg["cam"]["scales"],
         "images_per_s": {k: round(v, 3) for k, v in rate.items()},
         "gflop_per_image": round(total_flops / len(samples) / 1e9, 2),
         "network_gflops_per_s": {k: round(total_flops / seconds / 1e9, 1) for k, seconds in totals.items()},
-        "conv_peak_gflops_per_s": {name: round(conv_peak_gflops(dtype), 1)
-                                   for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))},
-        "speedup_bf16_vs_reference_loop": round(rate["bf16"] / rate["reference_loop_fp32"], 2),
+        "conv_peak_gflops_per_s": {name: round(conv_peak_gflops(dtype), 1) for name, dtype in peak_dtypes.items()},
+        "speedup_auto_vs_reference_loop": round(rate["auto"] / rate["reference_loop_fp32"], 2),
         "speedup_fp32_vs_reference_loop": round(rate["fp32"] / rate["reference_loop_fp32"], 2),
-        "speedup_bf16_vs_fp32": round(rate["bf16"] / rate["fp32"], 2),
+        "speedup_auto_vs_fp32": round(rate["auto"] / rate["fp32"], 2),
         "max_abs_diff_reference_loop_vs_fp32_high_res": loop_vs_fp32,
-        "seed_pixel_agreement_bf16_vs_fp32": round(float(agreement), 5),
+        "seed_pixel_agreement_auto_vs_fp32": round(float(agreement), 5),
         "seed_miou": mious,
-        "seed_miou_bf16_minus_fp32": round(mious["bf16"] - mious["fp32"], 2) if None not in mious.values() else None,
+        "seed_miou_auto_minus_fp32": round(mious["auto"] - mious["fp32"], 2) if None not in mious.values() else None,
     }
 
 
@@ -375,44 +380,49 @@ def bench_crf(cfg: dict, sizes: BenchmarkSizes) -> dict:
 
 
 def bench_deeplab(sizes: BenchmarkSizes, num_classes: int = 21) -> dict:
-    """Multi-scale DeepLab v2 inference (random weights) per depth: fp32, fp32 channels-last, bf16 channels-last."""
+    """Multi-scale DeepLab v2 inference (random weights) per depth: fp32, fp32 channels-last, and channels-last
+    under autocast to the precision ``auto`` picks (timed only when that is not fp32)."""
     from deeplab.model import deeplab_v2
 
     out = {}
+    auto = auto_precision()
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(sizes.deeplab_images, 1, 3, sizes.deeplab_size, sizes.deeplab_size, generator=generator)
     for depth in sizes.deeplab_depths:
         model = deeplab_v2(num_classes, depth=depth, weights="none").eval()
         last = copy.deepcopy(model).to(memory_format=torch.channels_last)
-        logits: dict[str, dict[int, torch.Tensor]] = {"fp32": {}, "fp32_channels_last": {}, "bf16_channels_last": {}}
+        logits: dict[str, dict[int, torch.Tensor]] = {}
 
         def method(name: str, net: torch.nn.Module, layout: torch.memory_format,
-                   dtype: torch.dtype | None) -> Callable[[int], None]:
+                   precision: Precision) -> Callable[[int], None]:
+            logits[name] = {}
+
             @torch.no_grad()
             def run(index: int) -> None:
-                x = images[index].contiguous(memory_format=layout)
-                if dtype is None:
-                    y = net(x)
-                else:
-                    with torch.autocast("cpu", dtype=dtype):
-                        y = net(x)
-                logits[name][index] = y.float()
+                with autocast(torch.device("cpu"), precision):
+                    logits[name][index] = net(images[index].contiguous(memory_format=layout)).float()
             return run
 
-        totals = round_robin({
-            "fp32": method("fp32", model, torch.contiguous_format, None),
-            "fp32_channels_last": method("fp32_channels_last", last, torch.channels_last, None),
-            "bf16_channels_last": method("bf16_channels_last", last, torch.channels_last, torch.bfloat16),
-        }, len(images))
+        fp32 = Precision("fp32", "benchmark")
+        methods = {"fp32": method("fp32", model, torch.contiguous_format, fp32),
+                   "fp32_channels_last": method("fp32_channels_last", last, torch.channels_last, fp32)}
+        if auto.reduced:
+            methods["auto_channels_last"] = method("auto_channels_last", last, torch.channels_last, auto)
+        totals = round_robin(methods, len(images))
+        if not auto.reduced:
+            logits["auto_channels_last"], totals["auto_channels_last"] = logits["fp32_channels_last"], \
+                totals["fp32_channels_last"]
         rate = {name: len(images) / seconds for name, seconds in totals.items()}
-        fp32, bf16 = logits["fp32"], logits["bf16_channels_last"]
-        agreement = float(np.mean([(fp32[i].argmax(1) == bf16[i].argmax(1)).float().mean().item() for i in fp32]))
+        reference, reduced = logits["fp32"], logits["auto_channels_last"]
+        agreement = float(np.mean([(reference[i].argmax(1) == reduced[i].argmax(1)).float().mean().item()
+                                   for i in reference]))
         out[f"resnet{depth}"] = {
+            "auto_precision": auto.name,
             "images": len(images), "image_size": [sizes.deeplab_size] * 2, "scales": [1.0, 0.75, 0.5],
             "images_per_s": {k: round(v, 3) for k, v in rate.items()},
-            "speedup_bf16_channels_last_vs_fp32": round(rate["bf16_channels_last"] / rate["fp32"], 2),
+            "speedup_auto_channels_last_vs_fp32": round(rate["auto_channels_last"] / rate["fp32"], 2),
             "speedup_fp32_channels_last_vs_fp32": round(rate["fp32_channels_last"] / rate["fp32"], 2),
-            "argmax_agreement_bf16_vs_fp32": round(agreement, 5),
+            "argmax_agreement_auto_vs_fp32": round(agreement, 5),
         }
     return out
 
@@ -421,11 +431,11 @@ def check_targets(results: dict) -> dict[str, bool]:
     """The speed targets of the pipeline that these figures can decide."""
     checks = {}
     if "make_cams" in results:
-        speedup = results["make_cams"]["speedup_bf16_vs_reference_loop"]
-        checks["make_cams_bf16_at_least_3x_reference_loop"] = speedup >= 3
-        difference = results["make_cams"].get("seed_miou_bf16_minus_fp32")
+        speedup = results["make_cams"]["speedup_auto_vs_reference_loop"]
+        checks["make_cams_auto_at_least_3x_reference_loop"] = speedup >= 3
+        difference = results["make_cams"].get("seed_miou_auto_minus_fp32")
         if difference is not None:
-            checks["make_cams_bf16_seed_miou_within_0.5_of_fp32"] = abs(difference) <= 0.5
+            checks["make_cams_auto_seed_miou_within_0.5_of_fp32"] = abs(difference) <= 0.5
     if "random_walk" in results:
         walk = results["random_walk"]
         if walk.get("speedup_sparse_vs_dense") is not None:
@@ -464,12 +474,17 @@ def run_benchmarks(cfg: dict, parts: Sequence[str] = PARTS, sizes: BenchmarkSize
             else:
                 report[part] = bench_deeplab(sizes)
             report[part]["wall_s"] = round(time.perf_counter() - start, 1)
-            log(format_part(part, report[part]))
+            log(format_part(f"{part} [{machine_tag(report['machine_start'])}]", report[part]))
     finally:
         torch.set_num_threads(previous_threads)
     report["machine_end"] = machine_info()
     report["targets"] = check_targets(report)
     return report
+
+
+def machine_tag(machine: dict) -> str:
+    """The CPU, its instruction kind and the precision auto picks there: printed beside every part's figures."""
+    return f"{machine['cpu']}, {machine['cpu_kind']}, auto precision {machine['auto_precision']['precision']}"
 
 
 def format_part(name: str, figures: dict, indent: str = "  ") -> str:

@@ -3,11 +3,12 @@
 On a small synthetic VOC-layout set (generated in the work folder) it runs,
 in this process, through the stages' own ``run`` functions:
 
-* train_cam for ``--steps`` optimizer steps at fp32 (amp none), bf16 and fp16;
-* make_cams at fp32 and bf16 on the fp32 model; make_ir_labels and a short
+* train_cam for ``--steps`` optimizer steps at fp32 (amp none) and at the
+  automatic precision (amp auto: bf16, or fp16 on a GPU without native bf16);
+* make_cams at fp32 and auto on the fp32 model; make_ir_labels and a short
   train_irn (not timed as checks: they make make_pseudo_masks' inputs);
 * make_pseudo_masks;
-* train_deeplab for ``--steps`` iterations at fp32, bf16 and fp16 on those
+* train_deeplab for ``--steps`` iterations at fp32 and auto on those
   pseudo masks.
 
 Each check prints images/s (wall time of the whole stage, set-up included)
@@ -33,7 +34,7 @@ from .config import load_config
 NO_GPU_EXIT = 3
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "pipelines" / "configs" / "demo.yaml"
-AMPS = ("none", "bf16", "fp16")
+AMPS = ("none", "auto")  # fp32 against what the GPU gets by default (bf16, or fp16 without native bf16)
 
 
 def gpu_description() -> str | None:
@@ -101,7 +102,7 @@ def run_checks(work: Path, steps: int, data_size: int, log: Callable[[str], None
     if not rows[0]["ok"]:
         log("[gpu_check] the fp32 CAM model is needed by the later checks; stopping")
         return rows
-    for precision in ("fp32", "bf16"):
+    for precision in ("fp32", "auto"):
         run_dir = work / f"cams_{precision}"
         if not (run_dir / train_cam.OUT).is_dir():
             shutil.copytree(base / train_cam.OUT, run_dir / train_cam.OUT)

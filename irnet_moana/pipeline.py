@@ -16,7 +16,7 @@ from typing import Any, Callable
 from . import io
 from .config import load_config
 from .data.voc import LIST_DIR, check_layout
-from .run import package_versions
+from .run import PRECISIONS, TIMINGS, package_versions
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "pipelines" / "configs"
@@ -317,16 +317,21 @@ def summary_rows(cfg: dict, kind: str) -> list[tuple[str, float | None]]:
     return rows
 
 
+def _stage_records(run_dir: Path, filename: str) -> dict[str, Any]:
+    """A run-wide per-stage record (timings, precisions) of the run and of its plain-CAM baseline."""
+    records = {}
+    for folder, prefix in ((run_dir / BASELINE_DIR, f"{BASELINE_DIR}/"), (run_dir, "")):
+        if io.output_is_valid(folder / filename):
+            records.update({prefix + k: v for k, v in io.read_json(folder / filename).items()})
+    return records
+
+
 def summarize(setting: str, cfg: dict, seconds: float) -> dict:
     """Write runs/<setting>/metrics.json and report.md and print the table."""
     run_dir = Path(cfg["run_dir"])
     rows = [(name, value) for name, value in summary_rows(cfg, SETTINGS[setting].kind) if value is not None]
-    timings = {}
-    for folder in (run_dir / BASELINE_DIR, run_dir):
-        if io.output_is_valid(folder / "timings.json"):
-            prefix = "plain_cam/" if folder.name == BASELINE_DIR else ""
-            timings.update({prefix + k: v for k, v in io.read_json(folder / "timings.json").items()})
-    summary = {"setting": setting, "metrics": dict(rows), "stage_seconds": timings,
+    timings, precisions = (_stage_records(run_dir, name) for name in (TIMINGS, PRECISIONS))
+    summary = {"setting": setting, "metrics": dict(rows), "stage_seconds": timings, "stage_precision": precisions,
                "this_invocation_seconds": round(seconds, 1), "versions": package_versions()}
     io.write_json(run_dir / "metrics.json", summary)
     width = max([len(n) for n, _ in rows] + [10])
@@ -337,6 +342,9 @@ def summarize(setting: str, cfg: dict, seconds: float) -> dict:
     lines += [f"| {name} | {value:.1f} |" for name, value in rows]
     lines += ["", "## Wall time per stage (s)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in timings.items()]
+    if precisions:
+        lines += ["", "## Precision per stage", "", "| stage | precision | why |", "|---|---|---|"]
+        lines += [f"| {k} | {v['precision']} | {v['reason']} |" for k, v in precisions.items()]
     if figures:
         lines += ["", "## Figures", ""] + [f"![{f.stem}](figures/{f.name})" for f in figures]
     from .config import dump_config

@@ -11,13 +11,17 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from . import config as config_lib
 from . import distributed, io
+from .precision import Precision, choose
 
+TIMINGS = "timings.json"  # stage -> wall seconds, for the run's summary
+PRECISIONS = "precision.json"  # stage -> precision and why
 PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pillow", "opencv-python-headless",
             "segmentation-models-pytorch", "pydensecrf2", "pyyaml")
 
@@ -69,30 +73,46 @@ class Run:
     dir: Path
     device: torch.device
     log: logging.Logger
+    precision: Precision | None = None
     started: float = field(default_factory=time.time)
 
     def path(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)
 
+    def record(self, filename: str, value: Any) -> None:
+        """Set this stage's entry in the run-wide JSON record ``filename`` (main process only)."""
+        if distributed.is_main():
+            path = self.path(filename)
+            entries = io.read_json(path) if io.output_is_valid(path) else {}
+            entries[self.stage] = value
+            io.write_json(path, entries)
+
     def finish(self, result_line: str, outputs: Path | str | None = None) -> None:
         """Print where the outputs are and the stage's one-line result; record wall time."""
         seconds = time.time() - self.started
+        self.record(TIMINGS, round(seconds, 1))
         if distributed.is_main():
-            timing_file = self.path("timings.json")
-            timings = io.read_json(timing_file) if io.output_is_valid(timing_file) else {}
-            timings[self.stage] = round(seconds, 1)
-            io.write_json(timing_file, timings)
             if outputs is not None:
                 self.log.info("outputs: %s", outputs)
             self.log.info("[%s] %s (%.1f s)", self.stage, result_line, seconds)
 
 
-def start_run(cfg: dict, stage: str, run_dir: str | Path | None = None) -> Run:
-    """Create the run directory, seed, set up logging and record provenance."""
+def start_run(cfg: dict, stage: str, run_dir: str | Path | None = None, precision_key: str | None = None) -> Run:
+    """Create the run directory, seed, set up logging and record provenance.
+
+    A stage that runs a network names its precision setting (``cam.amp``,
+    ``pseudo.infer_precision``, ...) as ``precision_key``: the precision it
+    resolves to is the stage's first line of output, and is recorded in the
+    provenance and in ``<run_dir>/precision.json``.
+    """
     run_path = Path(run_dir or cfg["run_dir"])
     run_path.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg["seed"])
     device = resolve_device(cfg["device"])
+    precision = None
+    if precision_key is not None:
+        section, name = precision_key.split(".")
+        precision = choose(cfg[section][name], device, precision_key)
     log = logging.getLogger(f"irnet_moana.{stage}")
     log.setLevel(logging.INFO)
     log.propagate = False
@@ -108,6 +128,8 @@ def start_run(cfg: dict, stage: str, run_dir: str | Path | None = None) -> Run:
         console.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(file_handler)
         log.addHandler(console)
+        if precision is not None:
+            log.info("[%s] precision %s (%s)", stage, precision.name, precision.reason)
         io.write_text(run_path / "logs" / f"{stage}.config.yaml", config_lib.dump_config(cfg))
         io.write_json(run_path / "logs" / f"{stage}.provenance.json", {
             "command": [sys.executable, *sys.argv],
@@ -115,8 +137,12 @@ def start_run(cfg: dict, stage: str, run_dir: str | Path | None = None) -> Run:
             "git_commit": git_commit(),
             "versions": package_versions(),
             "device": str(device),
+            "precision": precision.as_dict() if precision else None,
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         })
     else:
         log.addHandler(logging.NullHandler())
-    return Run(cfg=cfg, stage=stage, dir=run_path, device=device, log=log)
+    run = Run(cfg=cfg, stage=stage, dir=run_path, device=device, log=log, precision=precision)
+    if precision is not None:
+        run.record(PRECISIONS, precision.as_dict())
+    return run

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from . import distributed, io
 from .data.datasets import EpochSampler, collate_training
+from .precision import FP32, Precision
 from .run import Run
 
 CHECKPOINT = "checkpoint.pth"
@@ -29,18 +30,11 @@ class TrainingError(RuntimeError):
     """Training cannot continue (diverged, incompatible checkpoint, ...)."""
 
 
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU or CUDA, fp16 on CUDA; a null context for 'none' or 'fp32'.
-
-    Training settings say ``amp: none``, inference stages ``infer_precision:
-    fp32``; both mean no autocast.
-    """
-    if amp in ("none", "fp32"):
+def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
+    """Autocast to ``precision`` (see :mod:`irnet_moana.precision`); a null context for fp32."""
+    if not precision.reduced:
         return contextlib.nullcontext()
-    if amp == "fp16" and device.type != "cuda":
-        raise TrainingError("amp 'fp16' needs a CUDA GPU; use amp=bf16 on the CPU")
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=precision.dtype)
 
 
 def poly_lambda(total_steps: int, power: float = 0.9) -> Callable[[int], float]:
@@ -112,7 +106,6 @@ class TrainSpec:
     batch_size: int
     epochs: int = 0
     max_steps: int = 0  # > 0: train for this many optimizer steps instead of ``epochs``
-    amp: str = "none"
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch only
     num_workers: int = 0
     log_every: int = 10
@@ -176,7 +169,8 @@ def fit(run: Run, model: nn.Module, param_groups: Iterable[dict], dataset, spec:
     if distributed_run:
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
-    scaler = torch.amp.GradScaler("cuda", enabled=spec.amp == "fp16")
+    precision = run.precision or FP32
+    scaler = torch.amp.GradScaler("cuda", enabled=precision.name == "fp16")
     writer = _tensorboard(out_dir) if distributed.is_main() else None
     progress = _progress(steps, step, run)
 
@@ -200,7 +194,7 @@ def fit(run: Run, model: nn.Module, param_groups: Iterable[dict], dataset, spec:
             if batch["skipped"]:
                 skipped.extend(batch["skipped"])
                 run.log.warning("skipping unreadable training image(s) %s", batch["skipped"])
-            with autocast(run.device, spec.amp):
+            with autocast(run.device, precision):
                 loss, scalars = loss_fn(train_model, _to_device(batch, run.device))
             if not torch.isfinite(loss.detach()).all():
                 raise diverged(f"loss is {loss.item()}", step + 1, batch["name"], ckpt_path)

@@ -36,6 +36,7 @@ from .data.voc import DatasetError, VOCData
 from .io import IGNORE, CorruptFileError
 from .models.cam_net import CAMNet
 from .models.irn import IRNet
+from .precision import choose
 from .run import start_run
 from .stages import make_cams, make_ir_labels, make_pseudo_masks, train_cam, train_irn, train_wsol
 from .stages.common import class_names_with_background
@@ -305,6 +306,7 @@ def pipeline_columns(cfg: dict, run_dir: Path, data: VOCData, stems: Sequence[st
         return model.to(device).eval()
 
     irn = _LazyModel("IRNet boundary map", load_irn, log)
+    deeplab_precision = choose(cfg["deeplab"]["amp"], device, "deeplab.amp")
     deeplab = _LazyModel("DeepLab prediction", lambda: evaluate.load_model(cfg, data.num_classes, device), log)
     folder, deeplab_title = _deeplab_source(run_dir, stems)
     if folder is None and (run_dir / train.OUT / "model.pth").is_file():
@@ -319,7 +321,7 @@ def pipeline_columns(cfg: dict, run_dir: Path, data: VOCData, stems: Sequence[st
         if not (run_dir / train.OUT / "model.pth").is_file() or deeplab.model is None:
             return None
         # The shown images are usually not in deeplab.eval_list: predict them (single scale) here.
-        probs = evaluate.predict_single_scale(deeplab.model, _image_tensor(image).to(device), cfg["deeplab"]["amp"])
+        probs = evaluate.predict_single_scale(deeplab.model, _image_tensor(image).to(device), deeplab_precision)
         return probs.argmax(0).byte().cpu().numpy()
 
     return [

@@ -1,5 +1,6 @@
-"""CPU timings side by side: make_cams (bf16 / fp32 / reference-style loop), sparse vs dense random walk,
-CRF labels with 1 vs all cores, DeepLab inference fp32 vs bf16; with the machine and its load average.
+"""CPU timings side by side: make_cams (fp32 / the precision auto picks / reference-style loop), sparse vs dense
+random walk, CRF labels with 1 vs all cores, DeepLab inference fp32 vs auto; with the machine (CPU model, its
+instruction kind: AVX2, AVX-512, AVX-512 bf16 or AMX) and its load average.
 
 Uses the CAM model of --run-dir (<run_dir>/cam/model.pth) when there is one, else random weights
 (the output says which). Defaults take a few minutes on 2 cores.
@@ -47,9 +48,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     run_dir = Path(args.run_dir) if args.run_dir else None
     report = run_benchmarks(cfg, args.only or PARTS, sizes, run_dir)
     start, end = report["machine_start"], report["machine_end"]
-    print(f"machine: {start['cpu']}, {start['cores']} cores, torch {start['torch']}, "
+    print(f"machine: {start['cpu']} ({start['cpu_kind']}, torch kernels {start['torch_cpu_capability']}, "
+          f"ONEDNN_MAX_CPU_ISA {start['onednn_max_cpu_isa']}), {start['cores']} cores, torch {start['torch']}, "
           f"{start['torch_threads']} threads, allocator {start['allocator']}; "
           f"load average {start['load_average']} at start, {end['load_average']} at end")
+    print(f"auto precision: {start['auto_precision']['precision']} ({start['auto_precision']['reason']})")
     for name, met in report["targets"].items():
         print(f"target {name}: {'met' if met else 'NOT met'}")
     if args.out:

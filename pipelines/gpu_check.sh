@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Prepared GPU check (a few minutes): train_cam and train_deeplab for a fixed number of steps at fp32,
-# bf16 and fp16, make_cams (fp32, bf16) and make_pseudo_masks on a small synthetic set, printing
+# Prepared GPU check (a few minutes): train_cam and train_deeplab for a fixed number of steps at fp32
+# and at the automatic precision, make_cams (fp32, auto) and make_pseudo_masks on a small synthetic set, printing
 # images/s and peak GPU memory per check. See irnet_moana/gpu_check.py.
 #   pipelines/gpu_check.sh [--steps 30] [--images 64] [--work-dir DIR]
 # Exit status: 0 every check passed, 1 a check failed, 3 no CUDA GPU (nothing was run).

@@ -28,7 +28,9 @@ from irnet_moana.data.voc import VOCData
 from irnet_moana.models.cam_net import CAMNet
 from irnet_moana.stages.common import label_keys
 from irnet_moana.stages.eval_cams import seed_labels
+from irnet_moana.precision import Precision
 from irnet_moana.stages.make_cams import image_cams, inference_model
+from tolerances import assert_close_to_scale
 
 
 def test_reference_style_loop_gives_make_cams_output(one_torch_thread):
@@ -39,11 +41,12 @@ def test_reference_style_loop_gives_make_cams_output(one_torch_thread):
     for scale in (1.0, 0.5):
         image = torch.rand(1, 3, round(size[0] * scale), round(size[1] * scale))
         pyramid.append(torch.cat([image, image.flip(-1)]))
-    expected = image_cams(inference_model(copy.deepcopy(model), "fp32"), pyramid, size, keys, torch.device("cpu"))
+    expected = image_cams(inference_model(copy.deepcopy(model), Precision("fp32", "test")), pyramid, size, keys, torch.device("cpu"))
     got = reference_style_cams(model, pyramid, size, keys)
     assert got[0].shape == (2, 10, 13) and got[1].shape == (2, *size)
     for a, b in zip(got, expected):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+        # folded BatchNorm, channels-last and another batch against the plain network; maps scaled to max 1
+        assert_close_to_scale(a, b, layers=18, fan_in=3 * 3 * 512)
         assert np.isclose(a.reshape(2, -1).max(1), 1, atol=1e-4).all()  # each class map divided by its max
 
 
@@ -53,7 +56,7 @@ def test_bf16_inference_model_gives_close_cams(one_torch_thread):
     size, keys = (40, 48), np.array([0, 1, 2])
     image = torch.rand(1, 3, *size)
     pyramid = [torch.cat([image, image.flip(-1)])]
-    bf16 = inference_model(copy.deepcopy(model), "bf16")
+    bf16 = inference_model(copy.deepcopy(model), Precision("bf16", "test"))
     assert next(bf16.parameters()).dtype == torch.bfloat16
     got = image_cams(bf16, pyramid, size, keys, torch.device("cpu"))
     expected = reference_style_cams(model, pyramid, size, keys)
@@ -89,11 +92,11 @@ def test_synthetic_cams_peak_at_one_inside_each_region():
 
 
 def test_target_checks():
-    results = {"make_cams": {"speedup_bf16_vs_reference_loop": 3.2},
+    results = {"make_cams": {"speedup_auto_vs_reference_loop": 3.2},
                "random_walk": {"speedup_sparse_vs_dense": 150.0, "argmax_equal": False, "large_sparse_s": 1.5,
                                "large_shape": [128, 128]},
                "crf": {"cores": 4, "speedup_all_cores_vs_1": 1.9}}
-    assert check_targets(results) == {"make_cams_bf16_at_least_3x_reference_loop": True,
+    assert check_targets(results) == {"make_cams_auto_at_least_3x_reference_loop": True,
                                       "random_walk_sparse_at_least_100x_dense_same_argmax": False,
                                       "random_walk_large_under_2s": True, "crf_scales_with_cores": False}
 
@@ -135,11 +138,11 @@ def test_walk_target_is_not_decided_without_the_target_shape():
 
 
 def test_seed_miou_target_needs_the_difference_and_bounds_it():
-    base = {"speedup_bf16_vs_reference_loop": 1.8}
-    assert "make_cams_bf16_seed_miou_within_0.5_of_fp32" not in check_targets({"make_cams": dict(base)})
+    base = {"speedup_auto_vs_reference_loop": 1.8}
+    assert "make_cams_auto_seed_miou_within_0.5_of_fp32" not in check_targets({"make_cams": dict(base)})
     for difference, met in ((-0.5, True), (0.3, True), (0.6, False)):
-        figures = dict(base, seed_miou_bf16_minus_fp32=difference)
-        assert check_targets({"make_cams": figures})["make_cams_bf16_seed_miou_within_0.5_of_fp32"] is met
+        figures = dict(base, seed_miou_auto_minus_fp32=difference)
+        assert check_targets({"make_cams": figures})["make_cams_auto_seed_miou_within_0.5_of_fp32"] is met
 
 
 def test_seed_miou_scores_only_images_with_masks(tmp_path):

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader
 
 from .. import io
 from ..models.wsol_net import WSOLNet
+from ..precision import FP32, Precision
 from ..run import Run, start_run
 from ..training import TrainingError, autocast, load_weights
 from ..wsol import visualize
@@ -63,7 +64,7 @@ def batches(image_ids: Sequence[str], size: int) -> list[list[str]]:
 
 
 @torch.no_grad()
-def predict(model: WSOLNet, images: torch.Tensor, labels: torch.Tensor, precision: str = "fp32",
+def predict(model: WSOLNet, images: torch.Tensor, labels: torch.Tensor, precision: Precision = FP32,
             topk: int = TOPK) -> tuple[np.ndarray, np.ndarray]:
     """(class maps of the given classes (N, h, w) float32, top-k classes (N, k) best first) in one pass."""
     with autocast(images.device, precision):
@@ -87,7 +88,7 @@ def _batch_file(prediction_dir: Path, index: int) -> Path:
     return prediction_dir / f"batch_{index:06d}.json"
 
 
-def source_fingerprint(weights: Path, cfg: dict) -> str:
+def source_fingerprint(weights: Path, cfg: dict, precision: Precision) -> str:
     """Identifies what the maps are computed from: the weights file's bytes and the test-time settings."""
     if not weights.is_file():
         raise TrainingError(f"weights {weights} do not exist; run pipelines/train_wsol.py with this setting first")
@@ -95,7 +96,7 @@ def source_fingerprint(weights: Path, cfg: dict) -> str:
     with open(weights, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    digest.update(json.dumps([cfg["wsol"]["test_size"], cfg["wsol"]["infer_precision"]]).encode())
+    digest.update(json.dumps([cfg["wsol"]["test_size"], precision.name]).encode())
     return digest.hexdigest()[:16]
 
 
@@ -117,7 +118,7 @@ def write_split(run_: Run, split: str, metadata: WSOLMetadata, load_model: Calla
     out = run_.path(train_wsol.OUT)
     map_dir, prediction_dir = out / SCOREMAPS / split, out / PREDICTIONS / split
     groups = batches(metadata.image_ids, w["eval_batch_size"])
-    source = source_fingerprint(train_wsol.weights_path(run_.dir), run_.cfg)
+    source = source_fingerprint(train_wsol.weights_path(run_.dir), run_.cfg, run_.precision)
     todo = [k for k, ids in enumerate(groups)
             if not _batch_done(ids, _batch_file(prediction_dir, k), map_dir, source)]
     run_.log.info("%s: %d images, %d of %d batches to compute", split, len(metadata.image_ids), len(todo),
@@ -131,7 +132,7 @@ def write_split(run_: Run, split: str, metadata: WSOLMetadata, load_model: Calla
                                            for o in offsets])
         for k, batch in progress(zip(todo, loader), len(todo), f"score maps {split}"):
             maps, top = predict(model, batch["image"].to(run_.device), batch["label"].to(run_.device),
-                                w["infer_precision"])
+                                run_.precision)
             for image_id, cam in zip(batch["name"], maps):
                 save_scoremap(scoremap_path(map_dir, image_id), cam)
             # Written last: its presence marks the batch complete.
@@ -173,7 +174,7 @@ def comparison_line(result: dict[str, Any]) -> str:
 
 def run(cfg: dict, out: str | os.PathLike | None = None) -> dict[str, Any]:
     """Score maps, metrics (metrics/eval_wsol.json, and ``out`` when given) and the example figure."""
-    run_ = start_run(cfg, "eval_wsol")
+    run_ = start_run(cfg, "eval_wsol", precision_key="wsol.infer_precision")
     w = cfg["wsol"]
     metadata_root = Path(w["metadata_root"])
     eval_split = w["eval_split"]

@@ -33,7 +33,7 @@ def walk_to_labels(cam: np.ndarray, keys: np.ndarray, boundary: torch.Tensor, si
 
 def run(cfg: dict) -> Path:
     """Write ``<run_dir>/pseudo_masks/<id>.png`` for every image of ``pseudo.list`` not done yet."""
-    run_ = start_run(cfg, "make_pseudo_masks")
+    run_ = start_run(cfg, "make_pseudo_masks", precision_key="pseudo.infer_precision")
     p = cfg["pseudo"]
     data = VOCData(cfg["data"]["root"])
     stems = data.split(p["list"])
@@ -55,10 +55,10 @@ def run(cfg: dict) -> Path:
             else:
                 cam = load_cam(cam_dir / f"{stem}.npz", keys)["cam"]
                 images = sample["pyramid"][0].to(run_.device).contiguous(memory_format=torch.channels_last)
-                with autocast(run_.device, p["infer_precision"]):
+                with autocast(run_.device, run_.precision):
                     boundary = model.boundary(images, cfg["irn"]["crop_size"]).float()
                 mask = walk_to_labels(cam, keys, boundary, size, p["radius"], p["beta"], p["exp_times"],
                                       p["bg_threshold"])
             io.save_label_png(out_dir / f"{stem}.png", mask)
-    run_.finish(f"{len(todo)} pseudo masks written ({p['infer_precision']} boundary maps)", out_dir)
+    run_.finish(f"{len(todo)} pseudo masks written ({run_.precision.name} boundary maps)", out_dir)
     return out_dir

@@ -27,7 +27,7 @@ def build_model(cfg: dict, num_classes: int, weights: str | None = None) -> CAMN
 
 def run(cfg: dict, resume: bool = False) -> Path:
     """Train and return the final weights path (``<run_dir>/cam/model.pth``); skipped when it exists."""
-    run_ = start_run(cfg, "train_cam")
+    run_ = start_run(cfg, "train_cam", precision_key="cam.amp")
     out_dir = run_.path(OUT)
     final = out_dir / "model.pth"
     if final.is_file() and (out_dir / BACKBONE).is_file():
@@ -39,7 +39,7 @@ def run(cfg: dict, resume: bool = False) -> Path:
     dataset = ClassificationDataset(data, stems, labels, cfg["seed"], c["resize_long"], c["crop_size"],
                                     c["color_jitter"], cfg["data"]["skip_corrupt"])
     model = build_model(cfg, data.num_classes)
-    spec = TrainSpec(batch_size=c["batch_size"], epochs=c["epochs"], max_steps=c["max_steps"], amp=c["amp"],
+    spec = TrainSpec(batch_size=c["batch_size"], epochs=c["epochs"], max_steps=c["max_steps"],
                      num_workers=cfg["data"]["num_workers"])
     run_.log.info("training CAM network (%s, MoANA %s) on %d images", c["backbone"], c["moana"], len(stems))
     final = fit(run_, model, model.param_groups(c["lr"], c["classifier_lr_mult"], c["weight_decay"]), dataset, spec,

@@ -23,7 +23,7 @@ def build_model(cfg: dict, weights: str | None = None) -> IRNet:
 
 def run(cfg: dict, resume: bool = False) -> Path:
     """Train and return ``<run_dir>/irn/model.pth``; skipped when it exists."""
-    run_ = start_run(cfg, "train_irn")
+    run_ = start_run(cfg, "train_irn", precision_key="irn.amp")
     c = cfg["irn"]
     if c["crop_size"] % 16:
         raise ConfigError(f"key 'irn.crop_size' must be a multiple of 16 (the boundary map is at stride 4 of a "
@@ -41,7 +41,7 @@ def run(cfg: dict, resume: bool = False) -> Path:
         total = (losses["pos_aff"] + losses["neg_aff"]) / 2 + (losses["dp_fg"] + losses["dp_bg"]) / 2
         return total, {k: v.item() for k, v in losses.items()}
 
-    spec = TrainSpec(batch_size=c["batch_size"], epochs=c["epochs"], amp=c["amp"],
+    spec = TrainSpec(batch_size=c["batch_size"], epochs=c["epochs"],
                      num_workers=cfg["data"]["num_workers"])
     run_.log.info("training IRNet (%s) on %d relation label maps", c["backbone"], len(stems))
     final = fit(run_, model, model.param_groups(c["lr"], c["displacement_lr_mult"], c["weight_decay"]), dataset,

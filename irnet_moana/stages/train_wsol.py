@@ -47,7 +47,7 @@ def loss_and_accuracy(model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, 
 
 def run(cfg: dict, resume: bool = False) -> Path:
     """Train on ``<metadata_root>/train``; returns ``<run_dir>/wsol/model.pth`` (skipped when it exists)."""
-    run_ = start_run(cfg, "train_wsol")
+    run_ = start_run(cfg, "train_wsol", precision_key="wsol.amp")
     final = weights_path(run_.dir)
     if final.is_file():
         run_.finish("already trained; skipping", final)
@@ -57,7 +57,7 @@ def run(cfg: dict, resume: bool = False) -> Path:
     dataset = WSOLTrainDataset(w["image_root"], metadata, w["num_classes"], cfg["seed"], w["resize_size"],
                                w["crop_size"], cfg["data"]["skip_corrupt"])
     model = build_model(cfg)
-    spec = TrainSpec(batch_size=w["batch_size"], epochs=w["epochs"], amp=w["amp"],
+    spec = TrainSpec(batch_size=w["batch_size"], epochs=w["epochs"],
                      checkpoint_every=w["checkpoint_every"], num_workers=cfg["data"]["num_workers"])
     run_.log.info("training WSOL network (%s, MoANA %s) on %d images of %s, %d epochs", w["backbone"],
                   "on" if w["moana"] else "off", len(dataset), w["metadata_root"], w["epochs"])
