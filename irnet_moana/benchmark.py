@@ -43,8 +43,8 @@ from .bench_random_walk import benchmark_random_walk, call_times
 from .data.datasets import InferenceDataset
 from .data.voc import DatasetError, VOCData
 from .metrics import ConfusionMatrix
-from .precision import Precision, choose, cpu_kind, cpu_model
 from .models.cam_net import CAMNet
+from .precision import Precision, choose, cpu_kind, cpu_model
 from .stages import make_ir_labels, train_cam
 from .stages.common import label_keys
 from .stages.eval_cams import seed_labels
@@ -52,6 +52,7 @@ from .stages.make_cams import image_cams, inference_model, max_normalize, stride
 from .training import autocast, load_weights
 
 PARTS = ("make_cams", "random_walk", "crf", "deeplab")
+FP32 = Precision("fp32", "the benchmark's fp32 reference")
 
 
 @dataclass
@@ -87,7 +88,8 @@ def allocator_setting() -> str:
 def machine_info() -> dict:
     """CPU model and instruction kind, torch's kernels, oneDNN's cap, the precision ``auto`` picks here, core
     count, torch version and threads, allocator setting, load average (1, 5, 15 min)."""
-    return {"cpu": cpu_model(), "cpu_kind": cpu_kind(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    return {"cpu": cpu_model(), "cpu_kind": cpu_kind(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "unset"),
             "auto_precision": auto_precision().as_dict(), "cores": os.cpu_count(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "allocator": allocator_setting(),
@@ -195,11 +197,12 @@ def bench_make_cams(cfg: dict, sizes: BenchmarkSizes, run_dir: Path | None = Non
     samples = [dataset[i] for i in range(len(stems))]  # decoded and resized before timing
     model, weights = cam_model(cfg, data.num_classes, run_dir)
     auto = auto_precision()
-    models = {"fp32": inference_model(copy.deepcopy(model), Precision("fp32", "benchmark"))}
+    models = {"fp32": inference_model(copy.deepcopy(model), FP32)}
     if auto.reduced:
         models["auto"] = inference_model(copy.deepcopy(model), auto)
     device = torch.device("cpu")
-    outputs: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {"reference_loop_fp32": {}, **{k: {} for k in models}}
+    outputs: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {"reference_loop_fp32": {},
+                                                                     **{k: {} for k in models}}
 
     def method(name: str, compute: Callable[[dict], tuple[np.ndarray, np.ndarray]]) -> Callable[[int], None]:
         def run(index: int) -> None:
@@ -403,9 +406,8 @@ def bench_deeplab(sizes: BenchmarkSizes, num_classes: int = 21) -> dict:
                     logits[name][index] = net(images[index].contiguous(memory_format=layout)).float()
             return run
 
-        fp32 = Precision("fp32", "benchmark")
-        methods = {"fp32": method("fp32", model, torch.contiguous_format, fp32),
-                   "fp32_channels_last": method("fp32_channels_last", last, torch.channels_last, fp32)}
+        methods = {"fp32": method("fp32", model, torch.contiguous_format, FP32),
+                   "fp32_channels_last": method("fp32_channels_last", last, torch.channels_last, FP32)}
         if auto.reduced:
             methods["auto_channels_last"] = method("auto_channels_last", last, torch.channels_last, auto)
         totals = round_robin(methods, len(images))

@@ -26,11 +26,13 @@ from irnet_moana.config import load_config
 from irnet_moana.data.synthetic import generate_voc_demo
 from irnet_moana.data.voc import VOCData
 from irnet_moana.models.cam_net import CAMNet
+from irnet_moana.precision import Precision
 from irnet_moana.stages.common import label_keys
 from irnet_moana.stages.eval_cams import seed_labels
-from irnet_moana.precision import Precision
 from irnet_moana.stages.make_cams import image_cams, inference_model
 from tolerances import assert_close_to_scale
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "pipelines" / "configs" / "demo.yaml"
 
 
 def test_reference_style_loop_gives_make_cams_output(one_torch_thread):
@@ -41,7 +43,8 @@ def test_reference_style_loop_gives_make_cams_output(one_torch_thread):
     for scale in (1.0, 0.5):
         image = torch.rand(1, 3, round(size[0] * scale), round(size[1] * scale))
         pyramid.append(torch.cat([image, image.flip(-1)]))
-    expected = image_cams(inference_model(copy.deepcopy(model), Precision("fp32", "test")), pyramid, size, keys, torch.device("cpu"))
+    fp32 = inference_model(copy.deepcopy(model), Precision("fp32", "test"))
+    expected = image_cams(fp32, pyramid, size, keys, torch.device("cpu"))
     got = reference_style_cams(model, pyramid, size, keys)
     assert got[0].shape == (2, 10, 13) and got[1].shape == (2, *size)
     for a, b in zip(got, expected):
@@ -199,3 +202,21 @@ def test_random_cam_weights_repeat_and_leave_the_global_generator_alone(tmp_path
     second, _ = cam_model(cfg, 3, None)
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("auto", ["fp32", "bf16"])
+def test_make_cams_and_deeplab_parts_time_fp32_beside_auto(tiny_demo_root, monkeypatch, one_torch_thread, auto):
+    import irnet_moana.benchmark as bench
+
+    monkeypatch.setattr(bench, "auto_precision", lambda: Precision(auto, "mocked"))
+    cfg = load_config(DEMO_CONFIG, [f"data.root={tiny_demo_root}", "data.train_list=train"])
+    sizes = bench.BenchmarkSizes(cam_images=2, deeplab_depths=(18,), deeplab_size=48, deeplab_images=2, threads=1)
+    cams = bench.bench_make_cams(cfg, sizes)
+    assert cams["auto_precision"] == auto
+    assert set(cams["images_per_s"]) == {"reference_loop_fp32", "fp32", "auto"}
+    assert set(cams["conv_peak_gflops_per_s"]) == ({"fp32"} if auto == "fp32" else {"fp32", "auto"})
+    if auto == "fp32":  # timed once: the auto figures are the fp32 ones
+        assert cams["speedup_auto_vs_fp32"] == 1.0 and cams["seed_pixel_agreement_auto_vs_fp32"] == 1.0
+    deeplab = bench.bench_deeplab(sizes, num_classes=7)["resnet18"]
+    assert set(deeplab["images_per_s"]) == {"fp32", "fp32_channels_last", "auto_channels_last"}
+    assert deeplab["auto_precision"] == auto and 0.0 <= deeplab["argmax_agreement_auto_vs_fp32"] <= 1.0

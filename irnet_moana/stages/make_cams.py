@@ -41,11 +41,11 @@ def inference_model(model: CAMNet, precision: Precision) -> CAMNet:
 
     Evaluation mode, the backbone's BatchNorm folded into its convolutions,
     channels-last (the layout oneDNN's convolutions want on the CPU: bf16 ran
-    10x+ faster than in the default layout), and for
-    bf16 or fp16 weights for a reduced ``precision``, so that no per-call
-    autocast casts are made. Folding and the cast together made bf16 CAM inference of the
-    demo network 1.12-1.15x faster than autocast over the unfolded network
-    on a 2-core AMD EPYC.
+    10x+ faster than in the default layout), and for a reduced ``precision``
+    bf16 or fp16 weights, so that no per-call autocast casts are made.
+    Folding and the cast together made bf16 CAM inference of the demo network
+    1.12-1.15x faster than autocast over the unfolded network on a 2-core
+    AMD EPYC with avx512_bf16.
     """
     model.eval()
     model.backbone.fold_batchnorm()
