@@ -209,6 +209,7 @@ def test_make_cams_and_deeplab_parts_time_fp32_beside_auto(tiny_demo_root, monke
     import irnet_moana.benchmark as bench
 
     monkeypatch.setattr(bench, "auto_precision", lambda: Precision(auto, "mocked"))
+    monkeypatch.setattr(bench, "conv_peak_gflops", lambda dtype: 1.0)  # tested on its own above; slow in bf16
     cfg = load_config(DEMO_CONFIG, [f"data.root={tiny_demo_root}", "data.train_list=train"])
     sizes = bench.BenchmarkSizes(cam_images=2, deeplab_depths=(18,), deeplab_size=48, deeplab_images=2, threads=1)
     cams = bench.bench_make_cams(cfg, sizes)
