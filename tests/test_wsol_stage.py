@@ -18,7 +18,8 @@ from irnet_moana.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from irnet_moana.data.voc import DatasetError
 from irnet_moana.io import load_image
 from irnet_moana.stages import eval_wsol, train_wsol
-from irnet_moana.training import load_weights
+from irnet_moana.precision import choose
+from irnet_moana.training import autocast, load_weights
 from irnet_moana.wsol import visualize
 from irnet_moana.wsol.boxes import normalize_scoremap
 from irnet_moana.wsol.data import WSOLTestDataset, WSOLTrainDataset
@@ -155,16 +156,24 @@ def test_eval_writes_normalised_224_maps_of_the_gt_class(cub, trained, evaluated
     dataset = WSOLTestDataset(cub / "images", meta, 2, 64)
     predictions = json.loads((trained / "wsol" / "predictions" / "test.json").read_text())
     assert list(predictions) == meta.image_ids
-    for index, image_id in enumerate(meta.image_ids):
-        saved = np.load(scoremap_path(maps_dir, image_id))
-        assert saved.shape == (224, 224) and saved.dtype == np.float32
-        assert saved.min() == 0.0 and saved.max() == 1.0
-        sample = dataset[index]
-        with torch.no_grad():
-            cam = model.cams(sample["image"][None], sample["label"][None])[0].numpy()
-            logits = model(sample["image"][None])[0]
-        np.testing.assert_allclose(saved, normalize_scoremap(cam), atol=1e-5)
-        assert predictions[image_id] == logits.argsort(descending=True).tolist()
+    # The reference runs at the precision the stage chose on this CPU (bf16 where it is native).
+    chosen = json.loads((trained / "precision.json").read_text())["eval_wsol"]["precision"]
+    precision = choose(chosen, torch.device("cpu"))
+    # In the stage's batches of 3 (wsol.eval_batch_size), so that the same kernels run on any CPU.
+    for group in eval_wsol.batches(range(len(meta.image_ids)), 3):
+        samples = [dataset[index] for index in group]
+        images = torch.stack([sample["image"] for sample in samples])
+        labels = torch.stack([sample["label"] for sample in samples])
+        with torch.no_grad(), autocast(torch.device("cpu"), precision):
+            cams = model.cams(images, labels).float().numpy()
+            logits = model(images).float()
+        for row, index in enumerate(group):
+            image_id = meta.image_ids[index]
+            saved = np.load(scoremap_path(maps_dir, image_id))
+            assert saved.shape == (224, 224) and saved.dtype == np.float32
+            assert saved.min() == 0.0 and saved.max() == 1.0
+            np.testing.assert_allclose(saved, normalize_scoremap(cams[row]), atol=1e-5)
+            assert predictions[image_id] == logits[row].argsort(descending=True).tolist()
 
 
 def test_eval_metrics_come_from_the_saved_maps(cub, trained, evaluated):
