@@ -150,7 +150,8 @@ def test_param_groups_follow_the_recipe(cub, tmp_path):
 def test_eval_writes_normalised_224_maps_of_the_gt_class(cub, trained, evaluated):
     meta = read_metadata(cub / "metadata" / "test")
     maps_dir = trained / "wsol" / "scoremaps" / "test"
-    model = train_wsol.build_model(tiny_config(cub, trained), weights="none")
+    cfg = tiny_config(cub, trained)
+    model = train_wsol.build_model(cfg, weights="none")
     load_weights(trained / "wsol" / "model.pth", model)
     model.eval()
     dataset = WSOLTestDataset(cub / "images", meta, 2, 64)
@@ -159,8 +160,8 @@ def test_eval_writes_normalised_224_maps_of_the_gt_class(cub, trained, evaluated
     # The reference runs at the precision the stage chose on this CPU (bf16 where it is native).
     chosen = json.loads((trained / "precision.json").read_text())["eval_wsol"]["precision"]
     precision = choose(chosen, torch.device("cpu"))
-    # In the stage's batches of 3 (wsol.eval_batch_size), so that the same kernels run on any CPU.
-    for group in eval_wsol.batches(range(len(meta.image_ids)), 3):
+    # In the stage's batches (wsol.eval_batch_size), so that the same kernels run on any CPU.
+    for group in eval_wsol.batches(range(len(meta.image_ids)), cfg["wsol"]["eval_batch_size"]):
         samples = [dataset[index] for index in group]
         images = torch.stack([sample["image"] for sample in samples])
         labels = torch.stack([sample["label"] for sample in samples])
