@@ -9,8 +9,8 @@ under ``<run_dir>/deeplab/``:
   image size, softmax, argmax;
 * ``pred_msf``: multi-scale + flip: for every scale of
   ``deeplab.eval_scales`` the single-scale network (without the built-in
-  fusion, whose scales the evaluation scales already cover) on the resized
-  image and on its mirror; each logit map is upsampled bilinearly to the
+  fusion, whose scales the evaluation scales already cover) on the image
+  resized as deeplab-pytorch resizes it (OpenCV linear) and on its mirror; each logit map is upsampled bilinearly to the
   image size (the mirror's flipped back) and softmaxed; the probabilities
   are averaged;
 * ``pred_msf_crf`` (``deeplab.crf``): the multi-scale + flip probabilities
@@ -137,7 +137,7 @@ def _predict(cfg: dict, data: VOCData, run_dir: Path, device: torch.device, prec
     if not stems:
         return
     model = load_model(cfg, data.num_classes, device)
-    dataset = InferenceDataset(data, stems, d["eval_scales"])
+    dataset = InferenceDataset(data, stems, d["eval_scales"], rescale=T.linear_rescale)
     loader = DataLoader(dataset, batch_size=1, num_workers=cfg["data"]["num_workers"], collate_fn=collate_single)
     for sample in progress(loader, len(stems), "eval_deeplab"):
         name = sample["name"]

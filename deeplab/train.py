@@ -1,7 +1,8 @@
 """DeepLab v2 training on pseudo masks (or any folder of label PNGs).
 
-The recipe is deeplab-pytorch's VOC setting: random scale, flip, pad (image
-mean / 255) and crop through :class:`SegmentationDataset`; a cross-entropy
+The recipe is deeplab-pytorch's VOC setting: random scale (OpenCV linear for
+the image, nearest for the labels, as deeplab-pytorch resizes), flip, pad
+(image mean / 255) and crop through :class:`SegmentationDataset`; a cross-entropy
 loss (255 ignored) on every output of :class:`deeplab.model.MultiScale` in
 training mode, i.e. each input scale and the max-fused logits; SGD with the
 poly schedule and the ASPP head's 10x / 20x learning rates. The loop itself

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -106,7 +106,7 @@ class TrainingDataset(Dataset):
 
 
 class ClassificationDataset(TrainingDataset):
-    """CAM training: random long-side resize, flip, optional colour jitter, padded random crop."""
+    """CAM training as IRNet: random long-side resize (PIL bicubic), flip, optional colour jitter, padded crop."""
 
     def __init__(self, data: VOCData, stems: Sequence[str], labels: dict[str, np.ndarray], seed: int,
                  resize_long: Sequence[int], crop_size: int, color_jitter: bool = False,
@@ -125,13 +125,18 @@ class ClassificationDataset(TrainingDataset):
 
 
 class SegmentationDataset(TrainingDataset):
-    """Image + label map (ground truth or pseudo masks): random scale, flip, pad (mean / 255), crop."""
+    """Image + label map (ground truth or pseudo masks): random scale, flip, pad (mean / 255), crop.
+
+    ``resizer`` is deeplab-pytorch's OpenCV resize by default (DeepLab
+    training); IRNet's training passes PIL's (:func:`transforms.pil_resize`).
+    """
 
     def __init__(self, data: VOCData, stems: Sequence[str], label_dir: str | Path | None, seed: int,
-                 scale_range: Sequence[float], crop_size: int, skip_corrupt: bool = True) -> None:
+                 scale_range: Sequence[float], crop_size: int, skip_corrupt: bool = True,
+                 resizer: T.Resize = T.resize) -> None:
         super().__init__(data, stems, seed, skip_corrupt)
         self.label_dir = Path(label_dir) if label_dir else None
-        self.scale_range, self.crop_size = scale_range, crop_size
+        self.scale_range, self.crop_size, self.resizer = scale_range, crop_size, resizer
 
     def load_label(self, stem: str, image_shape: tuple[int, ...]) -> np.ndarray:
         if self.label_dir is None:
@@ -147,7 +152,7 @@ class SegmentationDataset(TrainingDataset):
     def make_sample(self, stem: str, image: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
         label = self.load_label(stem, image.shape)
         image, label = T.random_scale([image, label], self.scale_range[0], self.scale_range[1], rng,
-                                      nearest=(False, True))
+                                      nearest=(False, True), resizer=self.resizer)
         image, label = T.random_hflip([image, label], rng)
         image, label = T.random_crop([T.normalize(image), label], self.crop_size, [0.0, IGNORE], rng)
         return {"image": torch.from_numpy(T.to_chw(image)), "label": torch.from_numpy(label.astype(np.int64))}
@@ -163,7 +168,7 @@ class RelationDataset(SegmentationDataset):
 
     def __init__(self, data: VOCData, stems: Sequence[str], label_dir: str | Path, seed: int,
                  scale_range: Sequence[float], crop_size: int, radius: int, skip_corrupt: bool = True) -> None:
-        super().__init__(data, stems, label_dir, seed, scale_range, crop_size, skip_corrupt)
+        super().__init__(data, stems, label_dir, seed, scale_range, crop_size, skip_corrupt, resizer=T.pil_resize)
         self.path_index = PathIndex(radius)
 
     def make_sample(self, stem: str, image: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
@@ -176,12 +181,18 @@ class RelationDataset(SegmentationDataset):
 
 
 class InferenceDataset(Dataset):
-    """One image at several scales, each stacked with its horizontal flip, plus the original."""
+    """One image at several scales, each stacked with its horizontal flip, plus the original.
+
+    Each scale's size is rounded as IRNet rounds it; ``rescale`` makes the
+    normalised input at that size: IRNet's PIL bicubic on the uint8 image by
+    default, :func:`transforms.linear_rescale` for DeepLab's evaluation.
+    """
 
     def __init__(self, data: VOCData, stems: Sequence[str], scales: Sequence[float],
-                 labels: dict[str, np.ndarray] | None = None, with_mask: bool = False) -> None:
+                 labels: dict[str, np.ndarray] | None = None, with_mask: bool = False,
+                 rescale: Callable[[np.ndarray, tuple[int, int]], np.ndarray] = T.irnet_rescale) -> None:
         self.data, self.stems, self.scales = data, list(stems), list(scales)
-        self.labels, self.with_mask = labels, with_mask
+        self.labels, self.with_mask, self.rescale = labels, with_mask, rescale
 
     def __len__(self) -> int:
         return len(self.stems)
@@ -189,10 +200,9 @@ class InferenceDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         stem = self.stems[index]
         image = self.data.load_image(stem)
-        normalized = T.normalize(image)
         pyramid = []
         for scale in self.scales:
-            scaled = T.to_chw(T.resize(normalized, T.scaled_size(image.shape, scale)))
+            scaled = T.to_chw(self.rescale(image, T.scaled_size(image.shape, scale)))
             pyramid.append(torch.from_numpy(np.stack([scaled, np.ascontiguousarray(scaled[:, :, ::-1])])))
         sample = {"name": stem, "image": image, "pyramid": pyramid, "size": image.shape[:2]}
         if self.labels is not None:

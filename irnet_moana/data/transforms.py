@@ -3,11 +3,22 @@
 Passing the generator in (rather than using global state) is what makes a
 sample's augmentation a function of (seed, epoch, index) alone, so resumed and
 distributed runs see exactly the same crops as uninterrupted ones.
+
+Two resizing conventions, each that of the code a stage reproduces: IRNet
+(the CAM, relation and IRNet stages) resizes the uint8 image with PIL bicubic
+and label maps with PIL nearest, before normalising (:func:`pil_resize`);
+deeplab-pytorch resizes with OpenCV, linear for images and nearest for labels
+(:func:`resize`).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import cv2
 import numpy as np
+from PIL import Image
+
+Resize = Callable[..., np.ndarray]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -31,23 +42,42 @@ def resize(array: np.ndarray, size_hw: tuple[int, int], nearest: bool = False) -
     return cv2.resize(array, (width, height), interpolation=interpolation)
 
 
+def pil_resize(array: np.ndarray, size_hw: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """Resize a uint8 image (PIL bicubic) or a label map (PIL nearest) to (height, width), as IRNet does."""
+    height, width = size_hw
+    if array.shape[:2] == (height, width):
+        return array
+    resample = Image.NEAREST if nearest else Image.BICUBIC
+    return np.asarray(Image.fromarray(array).resize((width, height), resample))
+
+
+def irnet_rescale(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """IRNet's inference input at one scale: the uint8 image resized (PIL bicubic), then normalised."""
+    return normalize(pil_resize(image, size_hw))
+
+
+def linear_rescale(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """deeplab-pytorch's inference input at one scale: the float image resized (OpenCV linear), normalised."""
+    return resize(normalize(image), size_hw)
+
+
 def scaled_size(shape_hw: tuple[int, ...], scale: float) -> tuple[int, int]:
     return max(1, int(round(shape_hw[0] * scale))), max(1, int(round(shape_hw[1] * scale)))
 
 
 def random_resize_long(image: np.ndarray, low: int, high: int, rng: np.random.Generator) -> np.ndarray:
-    """Resize so that the long side is a uniform integer in [low, high] (IRNet's CAM recipe)."""
+    """Resize so that the long side is a uniform integer in [low, high], PIL bicubic (IRNet's CAM recipe)."""
     target = int(rng.integers(low, high + 1))
     scale = target / max(image.shape[:2])
-    return resize(image, scaled_size(image.shape, scale))
+    return pil_resize(image, scaled_size(image.shape, scale))
 
 
 def random_scale(arrays: list[np.ndarray], low: float, high: float, rng: np.random.Generator,
-                 nearest: tuple[bool, ...]) -> list[np.ndarray]:
+                 nearest: tuple[bool, ...], resizer: Resize = resize) -> list[np.ndarray]:
     """Rescale image and label maps together by one factor drawn from [low, high]."""
     scale = float(rng.uniform(low, high))
     size = scaled_size(arrays[0].shape, scale)
-    return [resize(a, size, nearest=n) for a, n in zip(arrays, nearest)]
+    return [resizer(a, size, nearest=n) for a, n in zip(arrays, nearest)]
 
 
 def random_hflip(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
