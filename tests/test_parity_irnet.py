@@ -20,6 +20,7 @@ from irnet_moana.models.cam_net import CAMNet
 from irnet_moana.precision import FP32
 from irnet_moana.stages.eval_cams import seed_labels
 from irnet_moana.stages.make_cams import image_cams, inference_model
+from irnet_moana.stages.make_ir_labels import confident_labels
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -74,3 +75,17 @@ def test_make_cams_matches_irnet_make_cam(voc_two):
         np.testing.assert_allclose(cam, fixture[f"{stem}/cam"], rtol=0, atol=1e-4)
         np.testing.assert_allclose(high_res[:, ::4, ::4], fixture[f"{stem}/high_res_every4"], rtol=0, atol=1e-4)
         assert np.array_equal(seed_labels(high_res, keys, 0.15), fixture[f"{stem}/seeds"])
+
+
+@pytest.mark.parametrize("fg_threshold, bg_threshold", [(0.30, 0.05), (0.6, 0.3)])
+def test_relation_labels_match_irnet_cam_to_ir_label(fg_threshold, bg_threshold):
+    """Both CRF passes and their combination, on the fixture's image and CAM-like maps: identical labels."""
+    fixture = np.load(FIXTURES / "irnet_cam_to_ir_label.npz")
+    seen: set[int] = set()
+    for stem in ("2007_000648", "2007_000129"):
+        labels = confident_labels(fixture[f"{stem}/image"], fixture[f"{stem}/high_res"].astype(np.float32),
+                                  fixture[f"{stem}/keys"], fg_threshold, bg_threshold)
+        expected = fixture[f"{stem}/ir_label_{fg_threshold:.2f}_{bg_threshold:.2f}"]
+        assert np.array_equal(labels, expected)
+        seen |= set(np.unique(expected).tolist())
+    assert {0, 255} <= seen, "the cases should hold background and ignored pixels"
