@@ -17,7 +17,9 @@ import torch
 from irnet_moana.data.datasets import InferenceDataset
 from irnet_moana.data.voc import VOCData
 from irnet_moana.models.cam_net import CAMNet
+from irnet_moana.models.irn import irn_losses
 from irnet_moana.precision import FP32
+from irnet_moana.relations import PathIndex
 from irnet_moana.stages.eval_cams import seed_labels
 from irnet_moana.stages.make_cams import image_cams, inference_model
 from irnet_moana.stages.make_ir_labels import confident_labels
@@ -107,3 +109,22 @@ def test_pseudo_masks_match_irnet_make_sem_seg_labels():
         clear = fixture[f"{stem}/margin"].astype(np.float32) > 1e-3
         assert clear.mean() > 0.99 and len(np.unique(expected)) >= 2
         assert np.array_equal(labels[clear], expected[clear])
+
+
+def test_affinity_labels_and_losses_match_irnet():
+    """IRNet's pair labels of a 128 px label crop (radius 10, stride 4) and its four training losses."""
+    fixture = np.load(FIXTURES / "irnet_affinity_losses.npz")
+    path_index = PathIndex(int(fixture["radius"]))
+    # RelationDataset's reduction to stride 4: the centre pixel of every 4 x 4 cell, as PIL nearest picks it
+    reduced = fixture["label"][2::4, 2::4]
+    pairs = path_index.pair_labels(reduced)
+    order = [path_index.directions.tolist().index(list(d)) for d in fixture["search_dst"].tolist()]
+    names = ("bg_pos", "fg_pos", "neg")
+    for key in names:
+        assert np.array_equal(getattr(pairs, key)[order].reshape(len(order), -1), fixture[key]), key
+    masks = [torch.from_numpy(getattr(pairs, key).astype(np.float32))[None] for key in names]
+    losses = irn_losses(torch.from_numpy(fixture["edge_logits"]), torch.from_numpy(fixture["displacement"]),
+                        *masks, path_index)
+    got = [losses[key].item() for key in ("pos_aff", "neg_aff", "dp_fg", "dp_bg")]
+    # float32 sums of some 10^4 terms in another order
+    np.testing.assert_allclose(got, fixture["losses"], rtol=1e-5)
