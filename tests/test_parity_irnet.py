@@ -17,7 +17,7 @@ import torch
 from irnet_moana.data.datasets import InferenceDataset
 from irnet_moana.data.voc import VOCData
 from irnet_moana.models.cam_net import CAMNet
-from irnet_moana.models.irn import irn_losses
+from irnet_moana.models.irn import IRNet, irn_losses
 from irnet_moana.precision import FP32
 from irnet_moana.relations import PathIndex
 from irnet_moana.stages.eval_cams import seed_labels
@@ -128,3 +128,33 @@ def test_affinity_labels_and_losses_match_irnet():
     got = [losses[key].item() for key in ("pos_aff", "neg_aff", "dp_fg", "dp_bg")]
     # float32 sums of some 10^4 terms in another order
     np.testing.assert_allclose(got, fixture["losses"], rtol=1e-5)
+
+
+def irnet_name(name: str) -> str:
+    """The original IRNet's name of one of this project's IRNet tensors (torchvision names for the backbone)."""
+    part, _, rest = name.partition(".")
+    if part == "backbone":
+        return rest
+    if part == "edge_units":
+        index, _, rest = rest.partition(".")
+        return f"fc_edge{int(index) + 1}.{rest}"
+    if part == "dp_units":
+        index, _, rest = rest.partition(".")
+        return f"fc_dp{int(index) + 1}.{rest}"
+    return {"edge_out": "fc_edge6", "dp_fuse": "fc_dp6", "dp_out": "fc_dp7"}[part] + f".{rest}"
+
+
+def test_boundary_map_matches_irnet_edge_displacement(voc_two):
+    """ResNet-50 IRNet at equal weights on a VOC photograph and its flip, padded to 512: the boundary map."""
+    fixture = np.load(FIXTURES / "irnet_boundary.npz")
+    model = IRNet("resnet50", weights="none", strides=(2, 2, 2, 1))
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            tensor.copy_(torch.from_numpy(seeded_weight(irnet_name(name), tuple(tensor.shape))))
+    model.eval()
+    data = VOCData(voc_two)
+    stem = str(fixture["id"])
+    sample = InferenceDataset(data, [stem], [1.0])[0]
+    boundary = model.boundary(sample["pyramid"][0], pad_to=512).numpy()
+    # a sigmoid (slope <= 1/4) of float32 logits summed in another order
+    np.testing.assert_allclose(boundary, fixture["boundary"][0], rtol=0, atol=1e-5)
