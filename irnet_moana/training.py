@@ -125,10 +125,12 @@ def total_steps(spec: TrainSpec, steps_per_epoch: int) -> int:
 def fit(run: Run, model: nn.Module, param_groups: Iterable[dict], dataset, spec: TrainSpec,
         loss_fn: Callable[[nn.Module, dict], tuple[torch.Tensor, dict[str, float]]],
         momentum: float, weight_decay: float, schedule: Callable[[int, int], Callable[[int], float]],
-        out_dir: Path, resume: bool) -> Path:
+        out_dir: Path, resume: bool, after_training: Callable[[nn.Module], None] | None = None) -> Path:
     """Train with SGD until the configured number of steps; returns the final weights path.
 
     ``schedule(total_steps, steps_per_epoch)`` gives the LR multiplier per step.
+    ``after_training(model)`` runs before the final weights are written (for
+    statistics measured on the trained model), so they are never saved without it.
     A checkpoint holds model, optimizer, scheduler, step and the architecture
     signature; ``resume`` continues from it exactly. Without ``resume`` an
     existing checkpoint is an error, so no work is overwritten by accident.
@@ -223,6 +225,8 @@ def fit(run: Run, model: nn.Module, param_groups: Iterable[dict], dataset, spec:
     unreadable = sorted(set(skipped))
     if unreadable:
         run.log.warning("skipped %d unreadable image(s) during training: %s", len(unreadable), unreadable)
+    if after_training is not None:
+        after_training(model)
     if distributed.is_main():
         save_state(final_path, {"model": model.state_dict(), "signature": architecture_signature(model),
                                 "steps": step, "skipped_images": unreadable})

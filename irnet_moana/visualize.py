@@ -255,7 +255,7 @@ def _image_tensor(image: np.ndarray) -> torch.Tensor:
 def boundary_map(model: IRNet, image: np.ndarray, pad_to: int, device: torch.device) -> np.ndarray:
     """IRNet's boundary probability at image size (the stride-4 map, image + flip, upsampled bilinearly)."""
     x = _image_tensor(image)
-    stride4 = model.boundary(torch.stack([x, x.flip(-1)]).to(device), pad_to).float().cpu().numpy()
+    stride4 = model.infer(torch.stack([x, x.flip(-1)]).to(device), pad_to)[0].float().cpu().numpy()
     height, width = image.shape[:2]
     up = cv2.resize(stride4, (stride4.shape[1] * 4, stride4.shape[0] * 4), interpolation=cv2.INTER_LINEAR)
     return up[:height, :width]

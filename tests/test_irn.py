@@ -31,12 +31,19 @@ def test_backbone_frozen_and_branch_groups(irn):
     irn.eval()
 
 
-def test_boundary_crops_and_merges_flip(irn):
+def test_inference_crops_and_merges_flip(irn):
     image = torch.randn(1, 3, 50, 70)
     pair = torch.cat([image, image.flip(-1)])
-    b = irn.boundary(pair, pad_to=64)
-    assert b.shape == (13, 18)
+    b, dp = irn.infer(pair, pad_to=64)
+    assert b.shape == (13, 18) and dp.shape == (2, 13, 18)
     assert float(b.min()) > 0 and float(b.max()) < 1
+    with torch.no_grad():
+        # padded to 64 x 80: at least pad_to, and multiples of 16
+        edge, displacement = irn(torch.nn.functional.pad(pair, (0, 10, 0, 14)))
+    # cropped, then the flip's logits un-flipped and averaged; the displacement is the image's alone
+    expected = torch.sigmoid(edge[0, 0, :13, :18] / 2 + edge[1, 0, :13, :18].flip(-1) / 2)
+    torch.testing.assert_close(b, expected)
+    torch.testing.assert_close(dp, displacement[0, :, :13, :18])
 
 
 def test_losses_by_hand():
@@ -79,3 +86,50 @@ def test_walk_to_labels_spreads_inside_boundary():
     assert mask.shape == (24, 32)
     assert (mask[:, :12] == 1).mean() > 0.8   # spread over the left region
     assert (mask[:, 20:] == 0).all()          # not across the wall
+
+
+def test_eval_mode_subtracts_the_displacement_mean(irn):
+    x = torch.randn(1, 3, 32, 32)
+    irn.train()
+    _, raw = irn(x)
+    irn.eval()
+    try:
+        irn.displacement_mean.copy_(torch.tensor([0.5, -2.0]))
+        _, shifted = irn(x)
+    finally:
+        irn.displacement_mean.zero_()
+    torch.testing.assert_close(shifted, raw - torch.tensor([0.5, -2.0]).view(1, 2, 1, 1))
+
+
+class _FieldIsTheImage(torch.nn.Module):
+    """A stand-in IRNet whose displacement is the first two input channels at stride 4."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("displacement_mean", torch.full((2,), 7.0))
+
+    def forward(self, x):
+        return None, x[:, :2, ::4, ::4] - self.displacement_mean.view(1, 2, 1, 1)
+
+
+@pytest.mark.parametrize("crop", [48, 80])  # the 64 px images cut, and padded with zeros
+def test_displacement_mean_as_irnet_measures_it(tiny_demo_root, crop):
+    from irnet_moana.data.voc import VOCData
+    from irnet_moana.precision import FP32
+    from irnet_moana.stages.train_irn import measure_displacement_mean
+
+    data = VOCData(tiny_demo_root)
+    stems = data.split("train")[:5]
+    model = _FieldIsTheImage()
+    got = measure_displacement_mean(model, data, stems, crop, 2, torch.device("cpu"), FP32)
+
+    def field(stem):  # by hand: normalise, place top-left in a zero crop x crop window, every 4th pixel
+        window = np.zeros((crop, crop, 3), np.float32)
+        image = (data.load_image(stem) / np.float32(255) - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+        window[:64, :64] = image[:crop, :crop]
+        return window[::4, ::4, :2]
+
+    # two full batches; the fifth image is dropped; the old mean is not subtracted
+    batch_means = [np.mean([field(s) for s in stems[i:i + 2]], axis=(0, 1, 2)) for i in (0, 2)]
+    np.testing.assert_allclose(got.numpy(), np.mean(batch_means, axis=0), rtol=1e-5, atol=1e-6)
+    assert torch.equal(model.displacement_mean, got)

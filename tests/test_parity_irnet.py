@@ -133,6 +133,8 @@ def test_affinity_labels_and_losses_match_irnet():
 def irnet_name(name: str) -> str:
     """The original IRNet's name of one of this project's IRNet tensors (torchvision names for the backbone)."""
     part, _, rest = name.partition(".")
+    if name == "displacement_mean":
+        return "mean_shift.running_mean"
     if part == "backbone":
         return rest
     if part == "edge_units":
@@ -144,8 +146,8 @@ def irnet_name(name: str) -> str:
     return {"edge_out": "fc_edge6", "dp_fuse": "fc_dp6", "dp_out": "fc_dp7"}[part] + f".{rest}"
 
 
-def test_boundary_map_matches_irnet_edge_displacement(voc_two):
-    """ResNet-50 IRNet at equal weights on a VOC photograph and its flip, padded to 512: the boundary map."""
+def test_boundary_and_displacement_match_irnet_edge_displacement(voc_two):
+    """ResNet-50 IRNet at equal weights on a VOC photograph and its flip, padded to 512: both maps."""
     fixture = np.load(FIXTURES / "irnet_boundary.npz")
     model = IRNet("resnet50", weights="none", strides=(2, 2, 2, 1))
     with torch.no_grad():
@@ -155,6 +157,9 @@ def test_boundary_map_matches_irnet_edge_displacement(voc_two):
     data = VOCData(voc_two)
     stem = str(fixture["id"])
     sample = InferenceDataset(data, [stem], [1.0])[0]
-    boundary = model.boundary(sample["pyramid"][0], pad_to=512).numpy()
+    boundary, displacement = (t.numpy() for t in model.infer(sample["pyramid"][0], pad_to=512))
     # a sigmoid (slope <= 1/4) of float32 logits summed in another order
     np.testing.assert_allclose(boundary, fixture["boundary"][0], rtol=0, atol=1e-5)
+    # float32 sums of about 1e3 terms through GroupNorms: relative noise well under 1e-4 of the range
+    scale = np.abs(fixture["displacement"]).max()
+    np.testing.assert_allclose(displacement, fixture["displacement"], rtol=0, atol=1e-4 * scale)

@@ -111,6 +111,14 @@ def random_crop(arrays: list[np.ndarray], crop: int, fill: list, rng: np.random.
     return out
 
 
+def top_left_crop(image: np.ndarray, crop: int, fill: float = 0.0) -> np.ndarray:
+    """A crop x crop window holding the image at its top-left corner, cut or padded with ``fill`` (IRNet's)."""
+    window = np.full((crop, crop) + image.shape[2:], fill, dtype=image.dtype)
+    height, width = min(crop, image.shape[0]), min(crop, image.shape[1])
+    window[:height, :width] = image[:height, :width]
+    return window
+
+
 def color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float = 0.3) -> np.ndarray:
     """Brightness, contrast and saturation jitter on a uint8 RGB image (the MoANA WSSS recipe adds it)."""
     img = image.astype(np.float32)

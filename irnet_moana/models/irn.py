@@ -52,6 +52,9 @@ class IRNet(nn.Module):
         self.dp_fuse = _unit(256 * 3, 256, 16, 2)
         self.dp_out = nn.Sequential(nn.Conv2d(64 + 128 + 256, 256, 1, bias=False), nn.GroupNorm(16, 256),
                                     nn.ReLU(inplace=True), nn.Conv2d(256, 2, 1, bias=False))
+        # IRNet's mean shift: the mean displacement over training images, measured once training
+        # ends (train_irn) and subtracted from the field at inference
+        self.register_buffer("displacement_mean", torch.zeros(2))
 
     def train(self, mode: bool = True) -> "IRNet":
         super().train(mode)
@@ -59,7 +62,10 @@ class IRNet(nn.Module):
         return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(boundary logits (N, 1, h, w), displacement (N, 2, h, w)), both at stride 4."""
+        """(boundary logits (N, 1, h, w), displacement (N, 2, h, w)), both at stride 4.
+
+        In eval mode the displacement has ``displacement_mean`` subtracted, as IRNet's MeanShift does.
+        """
         with torch.no_grad():
             feats = self.backbone.forward_stages(x)
         edges = [unit(f) for unit, f in zip(self.edge_units, feats)]
@@ -67,6 +73,8 @@ class IRNet(nn.Module):
         dps = [unit(f) for unit, f in zip(self.dp_units, feats)]
         fused = self.dp_fuse(torch.cat([dps[2], _crop_to(dps[3], dps[2]), _crop_to(dps[4], dps[2])], 1))
         displacement = self.dp_out(torch.cat([dps[0], dps[1], _crop_to(fused, dps[1])], 1))
+        if not self.training:
+            displacement = displacement - self.displacement_mean.to(displacement.dtype).view(1, 2, 1, 1)
         return edge, displacement
 
     def branch_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -82,22 +90,24 @@ class IRNet(nn.Module):
                  "weight_decay": weight_decay}]
 
     @torch.no_grad()
-    def boundary(self, image_and_flip: Tensor, pad_to: int = 0) -> Tensor:
-        """Boundary probability (h, w) at stride 4 for an image stacked with its flip (2, 3, H, W).
+    def infer(self, image_and_flip: Tensor, pad_to: int = 0) -> tuple[Tensor, Tensor]:
+        """(boundary probability (h, w), displacement (2, h, w)) at stride 4 for an image stacked with its flip.
 
-        The input is zero-padded (to ``pad_to`` as IRNet pads to its crop size,
-        and to a multiple of 16) so the features see training-like context;
-        the map is cropped to ceil(H/4) x ceil(W/4) and the flip's map is
-        un-flipped and averaged in before the sigmoid, as IRNet does.
+        The input (2, 3, H, W) is zero-padded (to ``pad_to`` as IRNet pads to
+        its crop size, and to a multiple of 16) so the features see
+        training-like context; the maps are cropped to ceil(H/4) x ceil(W/4).
+        The flip's boundary logits are un-flipped and averaged in before the
+        sigmoid; the displacement comes from the unflipped image alone. Both
+        as IRNet's EdgeDisplacement.
         """
         height, width = image_and_flip.shape[-2:]
         target_h = max(pad_to, -(-height // 16) * 16)
         target_w = max(pad_to, -(-width // 16) * 16)
         padded = F.pad(image_and_flip, (0, target_w - width, 0, target_h - height))
-        edge, _ = self(padded)
-        edge = edge[:, 0, :(height - 1) // 4 + 1, :(width - 1) // 4 + 1]
-        return torch.sigmoid(edge[0] / 2 + edge[1].flip(-1) / 2)
-
+        edge, displacement = self(padded)
+        crop_h, crop_w = (height - 1) // 4 + 1, (width - 1) // 4 + 1
+        edge = edge[:, 0, :crop_h, :crop_w]
+        return torch.sigmoid(edge[0] / 2 + edge[1].flip(-1) / 2), displacement[0, :, :crop_h, :crop_w]
 
 def irn_losses(edge_logits: Tensor, displacement: Tensor, bg_pos: Tensor, fg_pos: Tensor, neg: Tensor,
                path_index: PathIndex) -> dict[str, Tensor]:

@@ -56,7 +56,7 @@ def run(cfg: dict) -> Path:
                 cam = load_cam(cam_dir / f"{stem}.npz", keys)["cam"]
                 images = sample["pyramid"][0].to(run_.device).contiguous(memory_format=torch.channels_last)
                 with autocast(run_.device, run_.precision):
-                    boundary = model.boundary(images, cfg["irn"]["crop_size"]).float()
+                    boundary = model.infer(images, cfg["irn"]["crop_size"])[0].float()
                 mask = walk_to_labels(cam, keys, boundary, size, p["radius"], p["beta"], p["exp_times"],
                                       p["bg_threshold"])
             io.save_label_png(out_dir / f"{stem}.png", mask)
