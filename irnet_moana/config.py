@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -255,16 +256,47 @@ def validate(cfg: dict, source: str = "config") -> None:
             raise ConfigError(f"{source}: key '{key}' must be a non-empty list of positive scales")
 
 
+def _default(key: str) -> Any:
+    node: Any = DEFAULTS
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """``a.b=value`` -> ('a.b', value parsed as YAML, so 0.1, true, [1, 2] work)."""
+    """``a.b=value`` -> ('a.b', value parsed as YAML, so 0.1, true, [1, 2] work).
+
+    A key whose default is a string takes the text as written, so paths such
+    as ``{run_dir}/cam/backbone.pth`` (a YAML mapping) or ``2024`` need no
+    quoting; quoted text is still unquoted as YAML does.
+    """
     if "=" not in text:
         raise ConfigError(f"override '{text}' must look like key=value (e.g. cam.lr=0.05)")
     key, raw = text.split("=", 1)
+    key = key.strip()
+    if isinstance(_default(key), str) and not raw.startswith(("'", '"')):
+        return key, raw
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from exc
-    return key.strip(), value
+    return key, value
+
+
+def warn_about(cfg: dict) -> list[str]:
+    """Settings that run but rarely do what was meant; each is also issued as a warning."""
+    messages = []
+    for section in ("cam", "deeplab"):
+        if cfg[section]["weights"] == "none" and cfg[section]["freeze_bn"]:
+            messages.append(
+                f"{section}.weights=none with {section}.freeze_bn=true: the random network's BatchNorm keeps its "
+                f"initial statistics (mean 0, variance 1), activations grow layer by layer and training can reach "
+                f"a NaN loss; set {section}.freeze_bn=false")
+    for message in messages:
+        warnings.warn(message, stacklevel=3)
+    return messages
 
 
 def _nest(key: str, value: Any) -> dict:
@@ -290,6 +322,7 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> dict:
         key, value = parse_override(text)
         _merge(cfg, _nest(key, value), f"override '{text}'")
     validate(cfg, str(path) if path else "config")
+    warn_about(cfg)
     return cfg
 
 

@@ -1,3 +1,4 @@
+import warnings
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,22 @@ def test_overrides_parse_yaml_values():
     assert parse_override("a.b=") == ("a.b", "")
     with pytest.raises(ConfigError, match="key=value"):
         parse_override("cam.lr")
+
+
+def test_string_keys_take_the_text_as_written():
+    # '{run_dir}/...' is a YAML flow mapping and '2024' a YAML integer: both meant as strings here
+    cfg = load_config(None, ["irn.weights={run_dir}/cam/backbone.pth", "data.root=2024", "cam.infer_list='a b'"])
+    assert cfg["irn"]["weights"] == "{run_dir}/cam/backbone.pth"
+    assert cfg["data"]["root"] == "2024" and cfg["cam"]["infer_list"] == "a b"
+
+
+@pytest.mark.parametrize("section", ["cam", "deeplab"])
+def test_random_weights_with_frozen_batchnorm_warn(section):
+    with pytest.warns(UserWarning, match=f"{section}.weights=none with {section}.freeze_bn=true"):
+        load_config(None, [f"{section}.weights=none"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_config(None, [f"{section}.weights=none", f"{section}.freeze_bn=false"])
 
 
 def test_int_accepted_for_float_but_not_bool_for_int():

@@ -147,6 +147,7 @@ def ddp_overrides(root: Path, run_dir: Path, batch_size: int) -> list[str]:
             "cam.lr=0.01", f"cam.batch_size={batch_size}"]
 
 
+@pytest.mark.filterwarnings("ignore:cam.weights=none with cam.freeze_bn=true")  # frozen on purpose, as above
 def test_interrupted_and_resumed_ddp_training_matches_one_process(tiny_demo_root, tmp_path):
     data = VOCData(tiny_demo_root)
     assert len(data.split("train_aug")) == 8  # 2 global batches of 4 per epoch, 4 steps in all
