@@ -14,7 +14,7 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image
@@ -171,6 +171,51 @@ def load_label_png(path: str | os.PathLike) -> np.ndarray:
         raise
     except (OSError, SyntaxError) as exc:
         raise CorruptFileError(f"{path}: unreadable PNG ({exc})") from exc
+
+
+class Instances(NamedTuple):
+    """Instance masks of one image: (K, H, W) bool masks, their 1-based class labels and scores."""
+
+    masks: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+
+
+def save_instances(stem: str | os.PathLike, instances: Instances) -> None:
+    """``<stem>.png`` and ``<stem>.json``: non-overlapping instances, each atomically.
+
+    The PNG has VOC SegmentationObject's layout (instance k where the value is
+    k, 0 for none, VOC palette); the JSON lists ``{"id", "label", "score"}``
+    per instance and is written last, so its presence marks a complete pair.
+    """
+    masks = np.asarray(instances.masks, dtype=bool)
+    if masks.ndim != 3 or not len(masks) == len(instances.labels) == len(instances.scores):
+        raise ValueError(f"{stem}: expected (K, H, W) masks with K labels and K scores")
+    if len(masks) >= IGNORE:
+        raise ValueError(f"{stem}: {len(masks)} instances do not fit an 8-bit instance PNG (at most {IGNORE - 1})")
+    if masks.sum(0).max(initial=0) > 1:
+        raise ValueError(f"{stem}: instance masks overlap; the instance PNG holds one instance per pixel")
+    ids = np.zeros(masks.shape[1:], np.uint8)
+    for k, mask in enumerate(masks):
+        ids[mask] = k + 1
+    stem = Path(stem)
+    save_label_png(stem.with_suffix(".png"), ids)
+    records = [{"id": k + 1, "label": int(label), "score": float(score)}
+               for k, (label, score) in enumerate(zip(instances.labels, instances.scores))]
+    write_json(stem.with_suffix(".json"), {"instances": records})
+
+
+def load_instances(stem: str | os.PathLike) -> Instances:
+    """The instances :func:`save_instances` wrote; a PNG and JSON that disagree raise CorruptFileError."""
+    stem = Path(stem)
+    records = read_json(stem.with_suffix(".json"))["instances"]
+    ids = load_label_png(stem.with_suffix(".png"))
+    if ids.max(initial=0) > len(records) or [r["id"] for r in records] != list(range(1, len(records) + 1)):
+        raise CorruptFileError(f"{stem}.png and {stem}.json list different instances; delete both and rerun "
+                               f"the stage that wrote them")
+    masks = ids[None] == np.arange(1, len(records) + 1)[:, None, None]
+    return Instances(masks, np.array([r["label"] for r in records], dtype=np.int64),
+                     np.array([r["score"] for r in records], dtype=np.float64))
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:

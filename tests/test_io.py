@@ -63,3 +63,28 @@ def test_voc_palette_known_colours():
     assert palette[0].tolist() == [0, 0, 0]
     assert palette[15].tolist() == [192, 128, 128]  # person
     assert palette[255].tolist() == [224, 224, 192]
+
+
+def test_instances_round_trip_as_voc_object_png(tmp_path):
+    masks = np.zeros((3, 4, 5), bool)
+    masks[0, :2, :2] = masks[1, 2:, :] = masks[2, 0, 4] = True
+    io.save_instances(tmp_path / "a", io.Instances(masks, np.array([15, 15, 3]), np.array([0.9, 0.0, 0.25])))
+    ids = io.load_label_png(tmp_path / "a.png")
+    assert ids[0, 0] == 1 and ids[3, 0] == 2 and ids[0, 4] == 3 and ids[0, 3] == 0
+    back = io.load_instances(tmp_path / "a")
+    assert np.array_equal(back.masks, masks)
+    assert back.labels.tolist() == [15, 15, 3] and back.scores.tolist() == [0.9, 0.0, 0.25]
+    empty = io.Instances(np.zeros((0, 4, 5), bool), np.zeros(0), np.zeros(0))
+    io.save_instances(tmp_path / "b", empty)
+    assert io.load_instances(tmp_path / "b").masks.shape == (0, 4, 5)
+
+
+def test_instances_refuse_overlap_and_detect_mismatch(tmp_path):
+    masks = np.ones((2, 3, 3), bool)
+    with pytest.raises(ValueError, match="overlap"):
+        io.save_instances(tmp_path / "a", io.Instances(masks, np.array([1, 2]), np.array([1.0, 1.0])))
+    masks[1] = False
+    io.save_instances(tmp_path / "a", io.Instances(masks[:1], np.array([1]), np.array([1.0])))
+    io.write_json(tmp_path / "a.json", {"instances": []})
+    with pytest.raises(io.CorruptFileError, match="a.png and .*a.json"):
+        io.load_instances(tmp_path / "a")
