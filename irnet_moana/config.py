@@ -90,6 +90,14 @@ DEFAULTS: dict[str, Any] = {
         "list": "train_aug",
         "infer_precision": "auto",  # for IRNet's boundary map; bf16 gave the same demo pseudo-mask mIoU as fp32
     },
+    "instance": {
+        "list": "train_aug",  # images to make instance masks for (the walk uses pseudo.radius, beta, exp_times)
+        "centroid_steps": 300,  # moves of each pixel along the displacement field
+        "weak_displacement": 2.5,  # |D| below this is a centroid region
+        "bg_threshold": 0.25,  # walked score of "no instance"
+        "min_fragment": 0.01,  # components under this fraction of the image score 0
+        "infer_precision": "auto",  # for IRNet's boundary map and displacement field
+    },
     "deeplab": {
         "depth": 101,
         "weights": "imagenet",
@@ -148,7 +156,7 @@ AMP_CHOICES = ("auto", "none", "bf16", "fp16")
 INFER_CHOICES = ("auto", "fp32", "bf16", "fp16")
 CHOICES: dict[str, tuple[str, ...]] = {
     **{f"{section}.amp": AMP_CHOICES for section in ("cam", "irn", "deeplab", "wsol")},
-    **{f"{section}.infer_precision": INFER_CHOICES for section in ("cam", "pseudo", "wsol")},
+    **{f"{section}.infer_precision": INFER_CHOICES for section in ("cam", "pseudo", "instance", "wsol")},
     "cam.moana_calibration": ("paper", "wsss_code"),
     "wsol.moana_calibration": ("paper", "wsss_code"),
     "cam.moana_view_conv": ("dense", "depthwise"),
@@ -163,17 +171,17 @@ POSITIVE = {
     "pseudo.radius", "pseudo.beta", "deeplab.crop_size", "deeplab.batch_size", "deeplab.iterations", "deeplab.lr",
     "deeplab.checkpoint_every", "deeplab.depth", "wsol.crop_size", "wsol.resize_size", "wsol.batch_size", "wsol.lr",
     "wsol.num_classes", "wsol.lr_decay_every", "wsol.test_size", "wsol.eval_batch_size", "wsol.new_lr_mult",
-    "wsol.lr_decay",
+    "wsol.lr_decay", "instance.weak_displacement",
 }
 NON_NEGATIVE = {
     "seed", "data.num_workers", "cam.epochs", "cam.max_steps", "cam.momentum", "cam.weight_decay", "irn.epochs",
     "irn.momentum", "irn.weight_decay", "pseudo.exp_times", "deeplab.momentum", "deeplab.weight_decay",
     "wsol.epochs", "wsol.momentum", "wsol.weight_decay", "wsol.checkpoint_every", "wsol.num_examples", "ir_label.workers", "ir_label.crf_iterations",
-    "deeplab.crf_workers",
+    "deeplab.crf_workers", "instance.centroid_steps",
 }
 UNIT_INTERVAL = {
     "cam.bg_threshold", "ir_label.fg_threshold", "ir_label.bg_threshold", "ir_label.crf_gt_prob",
-    "pseudo.bg_threshold",
+    "pseudo.bg_threshold", "instance.bg_threshold", "instance.min_fragment",
 }
 
 

@@ -36,10 +36,11 @@ class Stage:
 
 
 def _stage_modules():
-    from .stages import (eval_cams, eval_masks, make_cams, make_ir_labels, make_pseudo_masks, train_cam,
-                         train_irn)
+    from .stages import (eval_cams, eval_instances, eval_masks, make_cams, make_instance_masks, make_ir_labels,
+                         make_pseudo_masks, train_cam, train_irn)
 
-    return eval_cams, eval_masks, make_cams, make_ir_labels, make_pseudo_masks, train_cam, train_irn
+    return (eval_cams, eval_instances, eval_masks, make_cams, make_instance_masks, make_ir_labels, make_pseudo_masks,
+            train_cam, train_irn)
 
 
 def _prepare_demo(cfg: dict) -> None:
@@ -69,7 +70,8 @@ def _prepare_demo_wsol(cfg: dict) -> None:
 
 
 def wsss_stages(with_baseline: bool, prepare: Callable[[dict], None] | None = None) -> list[Stage]:
-    eval_cams, eval_masks, make_cams, make_ir_labels, make_pseudo_masks, train_cam, train_irn = _stage_modules()
+    (eval_cams, eval_instances, eval_masks, make_cams, make_instance_masks, make_ir_labels, make_pseudo_masks,
+     train_cam, train_irn) = _stage_modules()
     from deeplab import evaluate as deeplab_eval
     from deeplab import train as deeplab_train
 
@@ -90,6 +92,9 @@ def wsss_stages(with_baseline: bool, prepare: Callable[[dict], None] | None = No
         Stage("train_irn", lambda c: train_irn.run(c, resume=True), (train_irn.OUT,)),
         Stage("make_pseudo_masks", make_pseudo_masks.run, (make_pseudo_masks.OUT,)),
         Stage("eval_masks", eval_masks.run, ("metrics/eval_pseudo_masks.json",)),
+        Stage("make_instance_masks", make_instance_masks.run,
+              (make_instance_masks.OUT, make_instance_masks.BASELINE_OUT, make_instance_masks.COCO)),
+        Stage("eval_instances", eval_instances.run, (f"{eval_instances.OUT}/{eval_instances.METRICS}",)),
         Stage("train_deeplab", lambda c: deeplab_train.run(c, resume=True), (deeplab_train.OUT,)),
         Stage("eval_deeplab", deeplab_eval.run,
               tuple(f"{deeplab_train.OUT}/{folder}" for folder in deeplab_eval.SETTINGS) +
@@ -303,6 +308,12 @@ def summary_rows(cfg: dict, kind: str) -> list[tuple[str, float | None]]:
             ("seed mIoU, plain CAM", _metric(base / "eval_cams.json", "miou")),
             ("seed mIoU, MoANA", _metric(metrics / "eval_cams.json", "miou")),
             ("pseudo-mask mIoU", _metric(metrics / "eval_pseudo_masks.json", "miou")),
+            ("instance mAP^r 50, IRNet", _metric(metrics / "eval_instances.json", "irnet", "0.5", "map")),
+            ("instance mAP^r 75, IRNet", _metric(metrics / "eval_instances.json", "irnet", "0.75", "map")),
+            ("instance mAP^r 50, semantic components",
+             _metric(metrics / "eval_instances.json", "baseline", "0.5", "map")),
+            ("instance mAP^r 75, semantic components",
+             _metric(metrics / "eval_instances.json", "baseline", "0.75", "map")),
             ("DeepLab val mIoU", _metric(metrics / "eval_deeplab.json", "single_scale", "miou")),
             ("DeepLab val mIoU, MS+flip", _metric(metrics / "eval_deeplab.json", "multi_scale_flip", "miou")),
             ("DeepLab val mIoU, MS+flip+CRF", _metric(metrics / "eval_deeplab.json", "multi_scale_flip_crf", "miou")),

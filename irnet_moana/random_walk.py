@@ -245,3 +245,14 @@ def propagate_to_edge(
                 result.add_(current, alpha=coefficients[k])
     result = result / root_degree[:, None]
     return result.t().reshape(channels, height, width)
+
+
+def walk_to_image(cams: torch.Tensor, edge: torch.Tensor, size: tuple[int, int], radius: int = 5,
+                  beta: float = 10.0, exp_times: int = 8) -> torch.Tensor:
+    """IRNet's walked scores at image size: the walk, x4 bilinear upsampling, crop, division by the global max.
+
+    ``cams`` (C, h, w) and ``edge`` at stride 4; returns (C, H, W) float32.
+    """
+    walked = propagate_to_edge(cams, edge, radius=radius, beta=beta, exp_times=exp_times)
+    up = F.interpolate(walked[None], scale_factor=4, mode="bilinear", align_corners=False)[0, :, :size[0], :size[1]]
+    return up / up.max().clamp_min(1e-12)

@@ -40,7 +40,7 @@ from .precision import choose
 from .run import start_run
 from .stages import make_cams, make_ir_labels, make_pseudo_masks, train_cam, train_irn, train_wsol
 from .stages.common import class_names_with_background
-from .training import TrainingError, load_weights
+from .training import TrainingError
 from .wsol.visualize import overlay, save_figure
 
 FIGURES = "figures"
@@ -300,12 +300,7 @@ def pipeline_columns(cfg: dict, run_dir: Path, data: VOCData, stems: Sequence[st
     """The seven columns, reading stage outputs and running the trained IRNet / DeepLab when needed."""
     from deeplab import evaluate, train
 
-    def load_irn() -> IRNet:
-        model = train_irn.build_model(cfg, weights="none")
-        load_weights(run_dir / train_irn.OUT / "model.pth", model)
-        return model.to(device).eval()
-
-    irn = _LazyModel("IRNet boundary map", load_irn, log)
+    irn = _LazyModel("IRNet boundary map", lambda: train_irn.load_trained(cfg, run_dir, device), log)
     deeplab_precision = choose(cfg["deeplab"]["amp"], device, "deeplab.amp")
     deeplab = _LazyModel("DeepLab prediction", lambda: evaluate.load_model(cfg, data.num_classes, device), log)
     folder, deeplab_title = _deeplab_source(run_dir, stems)

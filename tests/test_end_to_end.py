@@ -35,6 +35,9 @@ def test_demo_pipeline_end_to_end(tmp_path, capsys):
         for folder in ("ir_labels", "pseudo_masks"):
             label = io.load_label_png(run_dir / folder / f"{stem}.png")
             assert label.shape == (64, 64) and set(np.unique(label)) <= set(range(7)) | {255}
+        for folder in ("instance_masks", "instance_baseline"):
+            found = io.load_instances(run_dir / folder / stem)
+            assert found.masks.shape[1:] == (64, 64) and set(found.labels.tolist()) <= set(range(1, 7))
     for stem in train:  # the baseline only computes CAMs for the evaluation list
         assert io.output_is_valid(run_dir / "plain_cam" / "cams" / f"{stem}.npz")
     for stem in val:
@@ -44,9 +47,11 @@ def test_demo_pipeline_end_to_end(tmp_path, capsys):
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics == summary
-    for name in ("seed mIoU, plain CAM", "seed mIoU, MoANA", "pseudo-mask mIoU", "DeepLab val mIoU"):
+    for name in ("seed mIoU, plain CAM", "seed mIoU, MoANA", "pseudo-mask mIoU", "DeepLab val mIoU",
+                 "instance mAP^r 50, IRNet", "instance mAP^r 75, semantic components"):
         assert 0.0 <= metrics["metrics"][name] <= 100.0
-    assert {"train_cam", "make_cams", "train_irn", "make_pseudo_masks"} <= set(metrics["stage_seconds"])
+    assert {"train_cam", "make_cams", "train_irn", "make_pseudo_masks", "make_instance_masks",
+            "eval_instances"} <= set(metrics["stage_seconds"])
     report = (run_dir / "report.md").read_text()
     assert "| pseudo-mask mIoU |" in report and "figures/pipeline_examples.png" in report
     assert "summary (demo" in capsys.readouterr().out

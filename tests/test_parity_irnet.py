@@ -16,6 +16,7 @@ import torch
 
 from irnet_moana.data.datasets import InferenceDataset
 from irnet_moana.data.voc import VOCData
+from irnet_moana.instances import cluster_centroids, instance_masks, refine_centroids
 from irnet_moana.models.cam_net import CAMNet
 from irnet_moana.models.irn import IRNet, irn_losses
 from irnet_moana.precision import FP32
@@ -109,6 +110,34 @@ def test_pseudo_masks_match_irnet_make_sem_seg_labels():
         clear = fixture[f"{stem}/margin"].astype(np.float32) > 1e-3
         assert clear.mean() > 0.99 and len(np.unique(expected)) >= 2
         assert np.array_equal(labels[clear], expected[clear])
+
+
+def test_instances_match_irnet_make_ins_seg_labels():
+    """Centroid refinement, clustering, the instance-class walk and the detections of make_ins_seg_labels.
+
+    Centroids and clusters are integer results of the same float32 arithmetic:
+    identical. Detections go through the walk, hence the same 1e-3 margin rule
+    as the pseudo masks; scores are walked maxima, equal to the walk's 7e-5.
+    """
+    fixture = np.load(FIXTURES / "irnet_ins_seg_labels.npz")
+    semantic = np.load(FIXTURES / "irnet_sem_seg_labels.npz")
+    for stem in ("2007_000648", "2007_000129"):
+        displacement = fixture[f"{stem}/displacement"]
+        centroids = refine_centroids(displacement)
+        assert np.array_equal(centroids, fixture[f"{stem}/centroids"])
+        clusters = cluster_centroids(centroids, displacement)
+        assert np.array_equal(clusters.argmax(0), fixture[f"{stem}/clusters"]) and clusters.sum(0).max() == 1
+        found = instance_masks(semantic[f"{stem}/cam"], semantic[f"{stem}/keys"],
+                               torch.from_numpy(semantic[f"{stem}/boundary"]), displacement,
+                               tuple(semantic[f"{stem}/size"]))
+        ids = np.zeros(found.masks.shape[1:], np.uint8)
+        for k, mask in enumerate(found.masks):
+            ids[mask] = k + 1
+        clear = fixture[f"{stem}/margin"].astype(np.float32) > 1e-3
+        assert clear.mean() > 0.99
+        assert np.array_equal(ids[clear], fixture[f"{stem}/instance_ids"][clear])
+        assert found.labels.tolist() == (fixture[f"{stem}/classes"] + 1).tolist()
+        np.testing.assert_allclose(found.scores, fixture[f"{stem}/scores"], rtol=0, atol=1e-4)
 
 
 def test_affinity_labels_and_losses_match_irnet():

@@ -98,6 +98,20 @@ def test_voc_masks_are_palette_pngs_with_valid_labels(voc_root):
         assert {0, IGNORE} < values, "every image has background, an outline and an object"
 
 
+def test_voc_object_pngs_number_the_objects_of_the_class_masks(voc_root):
+    for path in sorted((voc_root / "SegmentationObject").glob("*.png")):
+        objects = load_label_png(path)
+        label = load_label_png(voc_root / "SegmentationClass" / path.name)
+        ids = sorted(set(np.unique(objects).tolist()) - {0, IGNORE})
+        assert ids == list(range(1, len(ids) + 1)) and 1 <= len(ids) <= 3
+        assert np.array_equal(objects == IGNORE, label == IGNORE)
+        assert np.array_equal(objects == 0, label == 0)
+        for k in ids:  # one class per object
+            assert len(np.unique(label[objects == k])) == 1
+    assert len(list((voc_root / "SegmentationObject").glob("*.png"))) == len(
+        list((voc_root / "SegmentationClass").glob("*.png")))
+
+
 def test_voc_xml_boxes_and_names_agree_with_masks(voc_root):
     names = _read_list(voc_root / "classes.txt")
     for xml_path in sorted((voc_root / "Annotations").glob("*.xml")):

@@ -23,7 +23,8 @@ TRAIN = ["2007_000515", "2007_000549"]
 VAL = ["2007_000129"]
 
 TINY = [
-    "data.train_list=train", "data.num_workers=0", "pseudo.list=train", "deeplab.train_list=train",
+    "data.train_list=train", "data.num_workers=0", "pseudo.list=train", "instance.list=train",
+    "deeplab.train_list=train",
     # random weights need trainable BatchNorm (frozen, the first steps reach a NaN loss)
     "cam.weights=none", "cam.freeze_bn=false", "irn.weights=none", "deeplab.weights=none", "deeplab.freeze_bn=false",
     "cam.max_steps=1", "cam.batch_size=2", "cam.crop_size=256", "cam.resize_long=[256,320]", "cam.scales=[1.0]",
@@ -64,6 +65,13 @@ def test_voc12_setting_on_photographs(voc_subset, tmp_path):
         for folder in ("ir_labels", "pseudo_masks"):
             label = io.load_label_png(run_dir / folder / f"{stem}.png")
             assert label.shape == shape and set(np.unique(label)) <= {0, *present, 255}
+        for folder in ("instance_masks", "instance_baseline"):
+            found = io.load_instances(run_dir / folder / stem)
+            assert found.masks.shape[1:] == shape and set(found.labels.tolist()) <= set(present)
+            assert np.isfinite(found.scores).all() and (found.scores >= 0).all()
+    coco = io.read_json(run_dir / "instance_masks_coco.json")
+    assert [image["file_name"] for image in coco["images"]] == [f"{stem}.jpg" for stem in TRAIN]
+    assert len(coco["categories"]) == 20
     for stem in VAL:
         shape = io.load_image(voc_subset / "JPEGImages" / f"{stem}.jpg").shape[:2]
         for folder in ("pred_ss", "pred_msf", "pred_msf_crf"):

@@ -11,8 +11,8 @@ writers put the scenes on disk in the layouts the real datasets use, so every
 stage runs unchanged:
 
 * ``generate_voc_demo``: PASCAL VOC 2012 (JPEGImages, palette
-  SegmentationClass PNGs with a void border, Annotations XML, ImageSets
-  lists including train_aug) plus ``classes.txt``;
+  SegmentationClass and SegmentationObject PNGs with a void border,
+  Annotations XML, ImageSets lists including train_aug) plus ``classes.txt``;
 * ``generate_cub_demo``: CUB-200-2011 (one object and one box per image).
 
 Generation is deterministic: each image is drawn from its own generator
@@ -87,28 +87,39 @@ class Scene:
     image: np.ndarray
     instances: list[Instance]
 
-    def label_map(self, void_border: bool = True) -> np.ndarray:
-        """(H, W) uint8 labels: 0 background, class labels, IGNORE on outlines.
-
-        As in VOC, a band where two instances (or an instance and the
-        background) meet is marked void: one pixel on each side of every
-        outline.
-        """
+    def _instance_ids(self) -> np.ndarray:
         instance_ids = np.zeros(self.image.shape[:2], dtype=np.int32)
         for index, instance in enumerate(self.instances, start=1):
             instance_ids[instance.mask] = index
+        return instance_ids
+
+    @staticmethod
+    def _void_band(instance_ids: np.ndarray) -> np.ndarray:
+        """As in VOC: one pixel on each side of every outline between two instances or an instance and background."""
+        edge = np.zeros(instance_ids.shape, dtype=bool)
+        across = instance_ids[:, 1:] != instance_ids[:, :-1]
+        edge[:, 1:] |= across
+        edge[:, :-1] |= across
+        down = instance_ids[1:, :] != instance_ids[:-1, :]
+        edge[1:, :] |= down
+        edge[:-1, :] |= down
+        return edge
+
+    def label_map(self, void_border: bool = True) -> np.ndarray:
+        """(H, W) uint8 labels: 0 background, class labels, IGNORE on the void band of the outlines."""
+        instance_ids = self._instance_ids()
         lookup = np.array([0] + [instance.label for instance in self.instances], dtype=np.uint8)
         labels = lookup[instance_ids]
         if void_border:
-            edge = np.zeros(instance_ids.shape, dtype=bool)
-            across = instance_ids[:, 1:] != instance_ids[:, :-1]
-            edge[:, 1:] |= across
-            edge[:, :-1] |= across
-            down = instance_ids[1:, :] != instance_ids[:-1, :]
-            edge[1:, :] |= down
-            edge[:-1, :] |= down
-            labels[edge] = IGNORE
+            labels[self._void_band(instance_ids)] = IGNORE
         return labels
+
+    def object_map(self) -> np.ndarray:
+        """(H, W) uint8 instance ids as VOC's SegmentationObject: 0 background, 1.. front-most last, IGNORE on the void band."""
+        instance_ids = self._instance_ids()
+        objects = instance_ids.astype(np.uint8)
+        objects[self._void_band(instance_ids)] = IGNORE
+        return objects
 
 
 def class_names(num_classes: int) -> list[str]:
@@ -199,6 +210,7 @@ def generate_voc_demo(root: Path, seed: int = 0, num_classes: int = 6, image_siz
         scene = render_scene(rng, styles, image_size, labels, _VOC_DIAMETERS[count])
         _save_jpeg(root / "JPEGImages" / f"{image_id}.jpg", scene.image)
         save_label_png(root / "SegmentationClass" / f"{image_id}.png", scene.label_map())
+        save_label_png(root / "SegmentationObject" / f"{image_id}.png", scene.object_map())
         write_text(root / "Annotations" / f"{image_id}.xml", _voc_xml(image_id, scene, names))
 
     train = ids[:num_train]

@@ -11,9 +11,9 @@ from torch.utils.data import DataLoader
 from .. import io
 from ..data.datasets import InferenceDataset, collate_single
 from ..data.voc import VOCData
-from ..random_walk import propagate_to_edge
+from ..random_walk import walk_to_image
 from ..run import start_run
-from ..training import autocast, load_weights
+from ..training import autocast
 from . import make_cams, train_irn
 from .common import label_keys, load_cam, pending, progress
 
@@ -23,10 +23,7 @@ OUT = "pseudo_masks"
 def walk_to_labels(cam: np.ndarray, keys: np.ndarray, boundary: torch.Tensor, size: tuple[int, int],
                    radius: int = 5, beta: float = 10, exp_times: int = 8, bg_threshold: float = 0.25) -> np.ndarray:
     """Random-walk the stride-4 CAMs, upsample x4, crop, divide by the global max, add background, argmax."""
-    cams = torch.from_numpy(cam).to(boundary.device)
-    walked = propagate_to_edge(cams, boundary, radius=radius, beta=beta, exp_times=exp_times)
-    up = F.interpolate(walked[None], scale_factor=4, mode="bilinear", align_corners=False)[0, :, :size[0], :size[1]]
-    up = up / up.max().clamp_min(1e-12)
+    up = walk_to_image(torch.from_numpy(cam).to(boundary.device), boundary, size, radius, beta, exp_times)
     scores = F.pad(up, (0, 0, 0, 0, 1, 0), value=bg_threshold)
     return np.r_[0, keys + 1][scores.argmax(0).cpu().numpy()].astype(np.uint8)
 
@@ -42,9 +39,7 @@ def run(cfg: dict) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = pending(stems, out_dir, ".png", run_.log)
     if todo:
-        model = train_irn.build_model(cfg, weights="none")
-        load_weights(run_.path(train_irn.OUT, "model.pth"), model)
-        model.to(run_.device, memory_format=torch.channels_last).eval()
+        model = train_irn.load_trained(cfg, run_.dir, run_.device)
         loader = DataLoader(InferenceDataset(data, todo, [1.0]), batch_size=1,
                             num_workers=cfg["data"]["num_workers"], collate_fn=collate_single)
         for sample in progress(loader, len(todo), "make_pseudo_masks"):

@@ -14,7 +14,7 @@ from ..data.voc import VOCData, training_stems
 from ..models.irn import IRNet, irn_losses
 from ..precision import Precision
 from ..run import start_run
-from ..training import TrainSpec, autocast, fit, poly_lambda
+from ..training import TrainSpec, autocast, fit, load_weights, poly_lambda
 from . import make_ir_labels
 from .common import resolve_weights
 
@@ -25,6 +25,13 @@ def build_model(cfg: dict, weights: str | None = None) -> IRNet:
     c = cfg["irn"]
     return IRNet(c["backbone"], resolve_weights(c["weights"] if weights is None else weights, Path(cfg["run_dir"])),
                  c["strides"])
+
+
+def load_trained(cfg: dict, run_dir: Path, device: torch.device) -> IRNet:
+    """This run's trained IRNet, in eval mode and channels-last on ``device``, for inference."""
+    model = build_model(cfg, weights="none")
+    load_weights(run_dir / OUT / "model.pth", model)
+    return model.to(device, memory_format=torch.channels_last).eval()
 
 
 @torch.no_grad()
