@@ -150,13 +150,37 @@ DEFAULTS: dict[str, Any] = {
         "eval_split": "test",
         "num_examples": 8,  # test images in the figure
     },
+    # Optional stage train_maskrcnn: torchvision's Mask R-CNN (ResNet-50 FPN) on the instance pseudo labels
+    # (<run_dir>/instance_masks_coco.json), then mAP^r of its predictions on eval_list.
+    "maskrcnn": {
+        "enabled": False,  # part of `run_all.sh <setting>`; pipelines/train_maskrcnn.py runs it either way
+        "weights": "imagenet",  # ResNet-50: imagenet | none (random, trainable BatchNorm) | a file; "{run_dir}" allowed
+        "trainable_backbone_layers": 3,  # ResNet stages trained from the top, 0-5 (torchvision's 3); weights none: all
+        "min_size": 800,  # Mask R-CNN resizes each image's shorter side to this (torchvision's default) ...
+        "max_size": 1333,  # ... unless that makes its longer side exceed this
+        "batch_size": 2,  # images per step
+        "iterations": 137566,  # steps: torchvision's 26 epochs, here of VOC train_aug (10582 images) at batch 2
+        "checkpoint_every": 1000,  # steps between checkpoints (there is also one at the end of every epoch)
+        "lr": 0.0025,  # 0.02 x batch_size / 16, torchvision's reference recipe: scale it with batch_size
+        "momentum": 0.9,  # SGD momentum
+        "weight_decay": 1e-4,  # on every trained parameter, as torchvision's reference
+        "schedule": "step",  # step (x step_factor at each step_at) | poly (power 0.9)
+        "step_at": [0.615, 0.846],  # fractions of iterations: torchvision's reference steps at epochs 16 and 22 of 26
+        "step_factor": 0.1,  # LR multiplier at each step_at
+        "warmup_iterations": 1000,  # linear warm-up from lr / 1000 over these steps (torchvision's reference); 0 = none
+        "amp": "auto",  # training precision, as cam.amp
+        "infer_precision": "auto",  # prediction precision, as cam.infer_precision
+        "eval_list": "val",  # images predicted and scored (mAP^r) after training
+        "min_score": 0.05,  # detections scoring below this are not kept (torchvision's box_score_thresh)
+        "mask_threshold": 0.5,  # a pixel belongs to a detection where its mask probability exceeds this
+    },
 }
 
 AMP_CHOICES = ("auto", "none", "bf16", "fp16")
 INFER_CHOICES = ("auto", "fp32", "bf16", "fp16")
 CHOICES: dict[str, tuple[str, ...]] = {
-    **{f"{section}.amp": AMP_CHOICES for section in ("cam", "irn", "deeplab", "wsol")},
-    **{f"{section}.infer_precision": INFER_CHOICES for section in ("cam", "pseudo", "instance", "wsol")},
+    **{f"{section}.amp": AMP_CHOICES for section in ("cam", "irn", "deeplab", "wsol", "maskrcnn")},
+    **{f"{section}.infer_precision": INFER_CHOICES for section in ("cam", "pseudo", "instance", "wsol", "maskrcnn")},
     "cam.moana_calibration": ("paper", "wsss_code"),
     "wsol.moana_calibration": ("paper", "wsss_code"),
     "cam.moana_view_conv": ("dense", "depthwise"),
@@ -165,6 +189,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "irn.backbone": ("resnet18", "resnet34", "resnet50", "resnet101"),
     "wsol.backbone": ("resnet18", "resnet34", "resnet50", "resnet101"),
     "wsol.dataset": ("cub", "ilsvrc"),
+    "maskrcnn.schedule": ("step", "poly"),
 }
 POSITIVE = {
     "cam.crop_size", "cam.batch_size", "cam.lr", "irn.crop_size", "irn.batch_size", "irn.lr", "irn.radius",
@@ -172,16 +197,20 @@ POSITIVE = {
     "deeplab.checkpoint_every", "deeplab.depth", "wsol.crop_size", "wsol.resize_size", "wsol.batch_size", "wsol.lr",
     "wsol.num_classes", "wsol.lr_decay_every", "wsol.test_size", "wsol.eval_batch_size", "wsol.new_lr_mult",
     "wsol.lr_decay", "instance.weak_displacement",
+    "maskrcnn.min_size", "maskrcnn.max_size", "maskrcnn.batch_size", "maskrcnn.iterations", "maskrcnn.lr",
+    "maskrcnn.checkpoint_every", "maskrcnn.step_factor",
 }
 NON_NEGATIVE = {
     "seed", "data.num_workers", "cam.epochs", "cam.max_steps", "cam.momentum", "cam.weight_decay", "irn.epochs",
     "irn.momentum", "irn.weight_decay", "pseudo.exp_times", "deeplab.momentum", "deeplab.weight_decay",
     "wsol.epochs", "wsol.momentum", "wsol.weight_decay", "wsol.checkpoint_every", "wsol.num_examples", "ir_label.workers", "ir_label.crf_iterations",
     "deeplab.crf_workers", "instance.centroid_steps",
+    "maskrcnn.trainable_backbone_layers", "maskrcnn.momentum", "maskrcnn.weight_decay", "maskrcnn.warmup_iterations",
 }
 UNIT_INTERVAL = {
     "cam.bg_threshold", "ir_label.fg_threshold", "ir_label.bg_threshold", "ir_label.crf_gt_prob",
     "pseudo.bg_threshold", "instance.bg_threshold", "instance.min_fragment",
+    "maskrcnn.min_score", "maskrcnn.mask_threshold", "maskrcnn.step_factor",
 }
 
 

@@ -33,10 +33,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from . import io
-from .data.voc import DatasetError
+from .data.voc import OBJECT_DIR, DatasetError
 
 IOU_THRESHOLDS = (0.25, 0.5, 0.75)
-OBJECT_DIR = "SegmentationObject"
 CLASS_DIR = "SegmentationClass"
 PRODUCER = "make_instance_masks"
 

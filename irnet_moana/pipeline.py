@@ -37,10 +37,10 @@ class Stage:
 
 def _stage_modules():
     from .stages import (eval_cams, eval_instances, eval_masks, make_cams, make_instance_masks, make_ir_labels,
-                         make_pseudo_masks, train_cam, train_irn)
+                         make_pseudo_masks, train_cam, train_irn, train_maskrcnn)
 
     return (eval_cams, eval_instances, eval_masks, make_cams, make_instance_masks, make_ir_labels, make_pseudo_masks,
-            train_cam, train_irn)
+            train_cam, train_irn, train_maskrcnn)
 
 
 def _prepare_demo(cfg: dict) -> None:
@@ -69,9 +69,18 @@ def _prepare_demo_wsol(cfg: dict) -> None:
     print(f"[prepare] generated the synthetic CUB-style set in {root}, metadata in {metadata}")
 
 
+def _optional_maskrcnn(train_maskrcnn) -> Callable[[dict], None]:
+    def action(cfg: dict) -> None:
+        if cfg["maskrcnn"]["enabled"]:
+            train_maskrcnn.run(cfg, resume=True)
+        else:
+            print("[train_maskrcnn] off (maskrcnn.enabled=false); --set maskrcnn.enabled=true runs it")
+    return action
+
+
 def wsss_stages(with_baseline: bool, prepare: Callable[[dict], None] | None = None) -> list[Stage]:
     (eval_cams, eval_instances, eval_masks, make_cams, make_instance_masks, make_ir_labels, make_pseudo_masks,
-     train_cam, train_irn) = _stage_modules()
+     train_cam, train_irn, train_maskrcnn) = _stage_modules()
     from deeplab import evaluate as deeplab_eval
     from deeplab import train as deeplab_train
 
@@ -95,6 +104,8 @@ def wsss_stages(with_baseline: bool, prepare: Callable[[dict], None] | None = No
         Stage("make_instance_masks", make_instance_masks.run,
               (make_instance_masks.OUT, make_instance_masks.BASELINE_OUT, make_instance_masks.COCO)),
         Stage("eval_instances", eval_instances.run, (f"{eval_instances.OUT}/{eval_instances.METRICS}",)),
+        Stage("train_maskrcnn", _optional_maskrcnn(train_maskrcnn),
+              (train_maskrcnn.OUT, f"{train_maskrcnn.METRICS_DIR}/{train_maskrcnn.METRICS}")),
         Stage("train_deeplab", lambda c: deeplab_train.run(c, resume=True), (deeplab_train.OUT,)),
         Stage("eval_deeplab", deeplab_eval.run,
               tuple(f"{deeplab_train.OUT}/{folder}" for folder in deeplab_eval.SETTINGS) +
@@ -173,6 +184,8 @@ def _weights_problems(cfg: dict, kind: str) -> list[str]:
         wanted = [("cam.weights", cfg["cam"]["weights"], cfg["cam"]["backbone"]),
                   ("irn.weights", cfg["irn"]["weights"], cfg["irn"]["backbone"]),
                   ("deeplab.weights", cfg["deeplab"]["weights"], f"resnet{cfg['deeplab']['depth']}")]
+        if cfg["maskrcnn"]["enabled"]:
+            wanted.append(("maskrcnn.weights", cfg["maskrcnn"]["weights"], "resnet50"))
     else:
         wanted = [("wsol.weights", cfg["wsol"]["weights"], cfg["wsol"]["backbone"])]
     problems, need_network = [], []
@@ -314,6 +327,8 @@ def summary_rows(cfg: dict, kind: str) -> list[tuple[str, float | None]]:
              _metric(metrics / "eval_instances.json", "baseline", "0.5", "map")),
             ("instance mAP^r 75, semantic components",
              _metric(metrics / "eval_instances.json", "baseline", "0.75", "map")),
+            ("Mask R-CNN val mAP^r 50", _metric(metrics / "eval_maskrcnn.json", "maskrcnn", "0.5", "map")),
+            ("Mask R-CNN val mAP^r 75", _metric(metrics / "eval_maskrcnn.json", "maskrcnn", "0.75", "map")),
             ("DeepLab val mIoU", _metric(metrics / "eval_deeplab.json", "single_scale", "miou")),
             ("DeepLab val mIoU, MS+flip", _metric(metrics / "eval_deeplab.json", "multi_scale_flip", "miou")),
             ("DeepLab val mIoU, MS+flip+CRF", _metric(metrics / "eval_deeplab.json", "multi_scale_flip_crf", "miou")),

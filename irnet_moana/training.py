@@ -109,12 +109,14 @@ class TrainSpec:
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch only
     num_workers: int = 0
     log_every: int = 10
+    # samples -> batch; a batch is a dict with "name" and "skipped" lists (see collate_training)
+    collate: Callable[[list], dict] = collate_training
 
 
 def make_loader(dataset, spec: TrainSpec, seed: int) -> tuple[DataLoader, EpochSampler]:
     sampler = EpochSampler(len(dataset), spec.batch_size, seed)
     loader = DataLoader(dataset, batch_size=spec.batch_size, sampler=sampler, num_workers=spec.num_workers,
-                        collate_fn=collate_training, drop_last=False, persistent_workers=False)
+                        collate_fn=spec.collate, drop_last=False, persistent_workers=False)
     return loader, sampler
 
 

@@ -10,6 +10,12 @@ Three PNGs under ``<run_dir>/figures/``:
   attention map M over the image, the channel means of the height and width
   views z_h and z_w as profiles along its sides, and the strongest channels
   of the channel view z_c as bars;
+* ``instance_examples.png``: for images with several objects of one class
+  where the dataset has SegmentationObject (else the same images as above):
+  image | IRNet's displacement field (hue: direction, brightness: length) |
+  the centroid groups (pixels coloured by the region their centroid reaches,
+  landing points black) | IRNet's instances | the semantic-component baseline
+  | ground-truth objects;
 * ``training_curves.png``: ``train/loss`` and ``train/lr`` of every training
   stage, read from its TensorBoard event files.
 
@@ -32,13 +38,14 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import io
 from .data import transforms as T
-from .data.voc import DatasetError, VOCData
+from .data.voc import OBJECT_DIR, DatasetError, VOCData
 from .io import IGNORE, CorruptFileError
 from .models.cam_net import CAMNet
 from .models.irn import IRNet
 from .precision import choose
 from .run import start_run
-from .stages import make_cams, make_ir_labels, make_pseudo_masks, train_cam, train_irn, train_wsol
+from .instances import cluster_centroids, refine_centroids
+from .stages import make_cams, make_instance_masks, make_ir_labels, make_pseudo_masks, train_cam, train_irn, train_wsol
 from .stages.common import class_names_with_background
 from .training import TrainingError
 from .wsol.visualize import overlay, save_figure
@@ -46,6 +53,7 @@ from .wsol.visualize import overlay, save_figure
 FIGURES = "figures"
 PIPELINE_FIGURE = "pipeline_examples.png"
 MOANA_FIGURE = "moana_attention.png"
+INSTANCE_FIGURE = "instance_examples.png"
 CURVES_FIGURE = "training_curves.png"
 NUM_IMAGES = 6
 
@@ -367,6 +375,89 @@ def pipeline_figure(cfg: dict, run_dir: Path, stems: Sequence[str], device: torc
     return draw_grid(title, [c.title for c in columns], rows, legend_entries(shown_values, names))
 
 
+# ---------------------------------------------------------------- instances
+
+def displacement_picture(displacement: np.ndarray) -> np.ndarray:
+    """A (2, h, w) field (dy, dx) as RGB: hue the direction, brightness the length relative to the longest."""
+    dy, dx = displacement.astype(np.float32)
+    hue = (np.degrees(np.arctan2(dy, dx)) % 360) / 2  # OpenCV's hue runs 0..180
+    length = np.hypot(dy, dx)
+    value = 255 * length / max(float(length.max()), 1e-6)
+    hsv = np.stack([hue, np.full_like(hue, 255), value], -1).round().astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+def centroid_groups(displacement: np.ndarray, cfg: dict) -> np.ndarray:
+    """(h, w) group ids (1..) of the clustered centroids, 0 where a centroid lands."""
+    centroids = refine_centroids(displacement, cfg["instance"]["centroid_steps"])
+    groups = cluster_centroids(centroids, displacement, cfg["instance"]["weak_displacement"]).argmax(0) + 1
+    groups[centroids[0], centroids[1]] = 0
+    return groups.astype(np.uint8)
+
+
+def instance_ids(found: io.Instances) -> np.ndarray:
+    ids = np.zeros(found.masks.shape[1:], np.uint8)
+    for k, mask in enumerate(found.masks):
+        ids[mask] = k + 1
+    return ids
+
+
+def instance_stems(cfg: dict, num_images: int = NUM_IMAGES) -> list[str]:
+    """Images of ``data.eval_list`` with two or more objects of one class (ground truth), else the first ones."""
+    data = VOCData(cfg["data"]["root"])
+    stems = data.split(cfg["data"]["eval_list"])
+    objects, classes = data.root / OBJECT_DIR, data.root / "SegmentationClass"
+    if not objects.is_dir():
+        return stems[:num_images]
+    chosen = []
+    for stem in stems:
+        ids = _label_png(objects / f"{stem}.png")
+        if ids is None:
+            continue
+        labels = io.load_label_png(classes / f"{stem}.png")
+        per_class = [labels[ids == k][0] for k in set(np.unique(ids).tolist()) - {0, IGNORE}]
+        if len(per_class) > len(set(per_class)):
+            chosen.append(stem)
+        if len(chosen) == num_images:
+            break
+    return chosen or stems[:num_images]
+
+
+def instance_figure(cfg: dict, run_dir: Path, stems: Sequence[str], device: torch.device,
+                    log: logging.Logger) -> Image.Image | None:
+    """The grid image | displacement | centroid groups | IRNet instances | baseline | ground-truth objects."""
+    model = _LazyModel("IRNet displacement field", lambda: train_irn.load_trained(cfg, run_dir, device), log).model
+    if model is None:
+        return None
+    data = VOCData(cfg["data"]["root"])
+    titles = ["image", "displacement", "centroid groups", "IRNet instances", "semantic components",
+              "ground-truth objects"]
+    rows = []
+    for stem in stems:
+        image = data.load_image(stem)
+        height, width = image.shape[:2]
+        size = display_size(height, width)
+        x = _image_tensor(image)
+        with torch.no_grad():
+            displacement = model.infer(torch.stack([x, x.flip(-1)]).to(device), cfg["irn"]["crop_size"])[1]
+        displacement = displacement.float().cpu().numpy()
+
+        def full(stride4: np.ndarray) -> np.ndarray:
+            return np.repeat(np.repeat(stride4, 4, 0), 4, 1)[:height, :width]
+
+        found = [_attempt(f"{folder} of {stem}", log, io.load_instances, run_dir / folder / stem)
+                 for folder in (make_instance_masks.OUT, make_instance_masks.BASELINE_OUT)]
+        objects = _label_png(data.root / OBJECT_DIR / f"{stem}.png")
+        pictures = [image, full(displacement_picture(displacement)),
+                    full(colour_labels(centroid_groups(displacement, cfg))),
+                    *[None if f is None else colour_labels(instance_ids(f)) for f in found],
+                    None if objects is None else colour_labels(objects)]
+        cells = [None if p is None else T.resize(p, size, nearest=index > 0) for index, p in enumerate(pictures)]
+        rows.append(Row(stem, size, cells))
+    title = f"{Path(run_dir).name}: instances (colours are instance numbers, not classes)"
+    return draw_grid(title, titles, rows)
+
+
 # ---------------------------------------------------------------- MoANA attention
 
 @torch.no_grad()
@@ -665,6 +756,10 @@ def run(cfg: dict, num_images: int = NUM_IMAGES) -> list[Path]:
                                             run_.device, run_.log)
         figures[MOANA_FIGURE] = _attempt(MOANA_FIGURE, run_.log, moana_figure, cfg, run_.dir, stems, run_.device,
                                          run_.log)
+    instance_examples = _attempt("instance images", run_.log, instance_stems, cfg, num_images) or []
+    if instance_examples:
+        figures[INSTANCE_FIGURE] = _attempt(INSTANCE_FIGURE, run_.log, instance_figure, cfg, run_.dir,
+                                            instance_examples, run_.device, run_.log)
     figures[CURVES_FIGURE] = curves_figure(cfg, run_.dir, run_.log)
     written = []
     for name, figure in figures.items():

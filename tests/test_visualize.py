@@ -147,7 +147,8 @@ def test_all_figures_with_models_and_logs(tiny_run):
     _write_scalars(run_dir / "plain_cam" / "cam" / "tensorboard", range(1, 41), lambda s: 2.0 / s)
     _write_scalars(run_dir / "irn" / "tensorboard", range(1, 6), lambda s: 5.0 - s, lambda s: 0.1)
     written = visualize.run(tiny_run, num_images=2)
-    assert [p.name for p in written] == ["pipeline_examples.png", "moana_attention.png", "training_curves.png"]
+    assert [p.name for p in written] == ["pipeline_examples.png", "moana_attention.png", "instance_examples.png",
+                                         "training_curves.png"]
 
     grid = _figure(written[0])
     for row in range(2):
@@ -163,12 +164,29 @@ def test_all_figures_with_models_and_logs(tiny_run):
     band = moana[30 + 22 + 18:30 + 22 + 18 + 64, 8 + 64 + 8 + 64 + 4:8 + 64 + 8 + 64 + 44 - 6]
     assert (np.all(band == visualize.PROFILE_COLOUR, axis=2)).any()
 
-    curves = _figure(written[2])
+    instances = _figure(written[2])
+    for row in range(2):
+        # displacement and centroid groups computed from IRNet's weights; no instance masks in this run
+        assert tuple(_pixel(instances, row, 1, 16, 16)) != visualize.NA_FILL
+        assert tuple(_pixel(instances, row, 2, 16, 16)) != visualize.NA_FILL
+        assert tuple(_pixel(instances, row, 3, 1, 1)) == visualize.NA_FILL
+
+    curves = _figure(written[3])
     assert curves.shape[:2] == (30 + 2 * (250 + 8), 8 + 2 * (460 + 8))
     # the CAM loss panel shows the MoANA and the plain-CAM series in their own colours
     cam_panel = curves[30:30 + 250, 8:8 + 460]
     for colour in visualize.SERIES_COLOURS[:2]:
         assert (np.all(cam_panel == colour, axis=2)).sum() > 50
+
+
+def test_displacement_colours_follow_direction_and_length():
+    field = np.zeros((2, 1, 3), np.float32)
+    field[1, 0, 0] = 2.0   # right, longest: full red
+    field[0, 0, 1] = 1.0   # down, half as long: half-bright chartreuse (hue 90 degrees)
+    picture = visualize.displacement_picture(field)
+    assert picture[0, 0].tolist() == [255, 0, 0]
+    assert picture[0, 1].tolist() == [64, 128, 0]
+    assert picture[0, 2].tolist() == [0, 0, 0]  # no displacement: black
 
 
 def test_read_scalars_keeps_the_last_value_of_a_repeated_step(tmp_path):

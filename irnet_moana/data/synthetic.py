@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import distance_transform_edt
 
+from irnet_moana.data.voc import OBJECT_DIR
 from irnet_moana.io import IGNORE, atomic_path, save_label_png, write_text
 
 MAX_CLASSES = 20
@@ -115,7 +116,7 @@ class Scene:
         return labels
 
     def object_map(self) -> np.ndarray:
-        """(H, W) uint8 instance ids as VOC's SegmentationObject: 0 background, 1.. front-most last, IGNORE on the void band."""
+        """(H, W) uint8 instance ids as VOC's SegmentationObject: 0 background, 1.. front-most last, IGNORE void."""
         instance_ids = self._instance_ids()
         objects = instance_ids.astype(np.uint8)
         objects[self._void_band(instance_ids)] = IGNORE
@@ -210,7 +211,7 @@ def generate_voc_demo(root: Path, seed: int = 0, num_classes: int = 6, image_siz
         scene = render_scene(rng, styles, image_size, labels, _VOC_DIAMETERS[count])
         _save_jpeg(root / "JPEGImages" / f"{image_id}.jpg", scene.image)
         save_label_png(root / "SegmentationClass" / f"{image_id}.png", scene.label_map())
-        save_label_png(root / "SegmentationObject" / f"{image_id}.png", scene.object_map())
+        save_label_png(root / OBJECT_DIR / f"{image_id}.png", scene.object_map())
         write_text(root / "Annotations" / f"{image_id}.xml", _voc_xml(image_id, scene, names))
 
     train = ids[:num_train]

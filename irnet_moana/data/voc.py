@@ -2,7 +2,7 @@
 
 A dataset root holds JPEGImages/, SegmentationClass/, Annotations/ and
 ImageSets/Segmentation/{train,val}.txt, optionally SegmentationClassAug/
-(SBD's masks as PNG). The synthetic demo uses the same layout, plus a
+(SBD's masks as PNG) and SegmentationObject/ (instance ids). The synthetic demo uses the same layout, plus a
 classes.txt naming its classes; VOC's own 20 names apply where it is absent.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from .. import io
 from ..io import IGNORE, VOC_CLASSES
 
 LIST_DIR = Path("ImageSets") / "Segmentation"
+OBJECT_DIR = "SegmentationObject"  # instance ids, for the instance scores only
 LABEL_CACHE = "cls_labels.npz"
 
 

@@ -64,7 +64,7 @@ def _out_channels(layer: nn.Sequential) -> int:
     return last_conv.out_channels
 
 
-def _imagenet_state_dict(arch: str) -> dict[str, Tensor]:
+def imagenet_state_dict(arch: str) -> dict[str, Tensor]:
     """ImageNet weights from torch's hub cache, downloading them if absent."""
     url = _ARCHS[arch][1].url
     try:
@@ -77,7 +77,20 @@ def _imagenet_state_dict(arch: str) -> dict[str, Tensor]:
             "weights: /path/to/file.pth") from err
 
 
-def _file_state_dict(path: str) -> Mapping[str, Tensor]:
+def state_mismatch(own: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> str:
+    """How ``state`` fails to fit a module with state dict ``own`` (missing, unexpected, reshaped); "" if it fits."""
+    # BatchNorm's step counter is absent from old torchvision checkpoints and
+    # from FrozenBatchNorm2d, and it does not affect the outputs.
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own and not k.endswith("num_batches_tracked")]
+    mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
+    if not (missing or unexpected or mismatched):
+        return ""
+    return (f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}, "
+            f"{len(mismatched)} keys with other shapes {mismatched[:5]}")
+
+
+def file_state_dict(path: str) -> Mapping[str, Tensor]:
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"weights must be 'imagenet', 'none' or the path of a .pth file; "
@@ -175,22 +188,13 @@ class Backbone(nn.Module):
         if weights == "none":
             return
         if weights == "imagenet":
-            state, source = _imagenet_state_dict(self.arch), f"torchvision {self.arch} ImageNet"
+            state, source = imagenet_state_dict(self.arch), f"torchvision {self.arch} ImageNet"
         else:
-            state, source = _file_state_dict(os.fspath(weights)), str(weights)
+            state, source = file_state_dict(os.fspath(weights)), str(weights)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        own = self.state_dict()
-        # BatchNorm's step counter is absent from old torchvision checkpoints and
-        # from FrozenBatchNorm2d, and it does not affect the outputs.
-        missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-        unexpected = [k for k in state if k not in own and not k.endswith("num_batches_tracked")]
-        mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
-        if missing or unexpected or mismatched:
-            raise ValueError(
-                f"weights {source} do not match a torchvision {self.arch}: "
-                f"{len(missing)} missing keys {missing[:5]}, "
-                f"{len(unexpected)} unexpected keys {unexpected[:5]}, "
-                f"{len(mismatched)} keys with other shapes {mismatched[:5]}")
+        mismatch = state_mismatch(self.state_dict(), state)
+        if mismatch:
+            raise ValueError(f"weights {source} do not match a torchvision {self.arch}: {mismatch}")
         self.load_state_dict(state, strict=False)
 
     def train(self, mode: bool = True) -> Backbone:

@@ -2,23 +2,22 @@
 from __future__ import annotations
 
 from .. import io
-from ..data.voc import VOCData
+from ..data.voc import OBJECT_DIR, VOCData
 from ..instance_eval import format_ap_table, format_map_line, score_instance_folder
 from ..run import start_run
 from . import make_instance_masks
 
 OUT = "metrics"
 METRICS = "eval_instances.json"
-OBJECTS = "SegmentationObject"
 
 
 def run(cfg: dict) -> dict | None:
     """mAP^r at IoU 0.25 / 0.5 / 0.75 on the images of ``data.eval_list`` that ``instance.list`` holds."""
     run_ = start_run(cfg, "eval_instances")
     data = VOCData(cfg["data"]["root"])
-    if not (data.root / OBJECTS).is_dir():
+    if not (data.root / OBJECT_DIR).is_dir():
         run_.log.warning("no %s folder under %s: instance masks are not evaluated (the synthetic demo writes it; "
-                         "regenerate older demo data with `python pipelines/prepare_data.py demo`)", OBJECTS,
+                         "regenerate older demo data with `python pipelines/prepare_data.py demo`)", OBJECT_DIR,
                          data.root)
         run_.finish("skipped: no instance ground truth")
         return None
