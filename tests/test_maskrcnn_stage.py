@@ -63,12 +63,7 @@ def make_cfg(root: Path, run_dir: Path, **maskrcnn) -> dict:
 def trained(tiny_voc, tmp_path_factory) -> Iterator[dict]:
     """One uninterrupted run of the stage (train, predict, score), shared by the tests below."""
     cfg = make_cfg(tiny_voc, prepare_run(tiny_voc, tmp_path_factory.mktemp("run")))
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cfg["result"] = train_maskrcnn.run(cfg)
-    finally:
-        torch.set_num_threads(previous)
+    cfg["result"] = train_maskrcnn.run(cfg)  # at the suite's thread count, as the resumed run below
     yield cfg
     remove_weights(Path(cfg["run_dir"]))
 
@@ -99,8 +94,7 @@ def test_training_writes_weights_predictions_and_metrics(trained, tiny_voc):
     assert "[train_maskrcnn] precision " in log
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(trained, tiny_voc, tmp_path, monkeypatch,
-                                                             one_torch_thread):
+def test_resume_after_interruption_matches_uninterrupted_run(trained, tiny_voc, tmp_path, monkeypatch):
     cfg = make_cfg(tiny_voc, prepare_run(tiny_voc, tmp_path))
     real_loss, calls = train_maskrcnn.training_loss, []
 
@@ -129,7 +123,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(trained, tiny_voc, 
     assert not different, different[:5]
 
 
-def test_without_instance_ground_truth_predicts_and_does_not_score(trained, tiny_voc, tmp_path, one_torch_thread):
+def test_without_instance_ground_truth_predicts_and_does_not_score(trained, tiny_voc, tmp_path):
     root = tmp_path / "voc"
     shutil.copytree(tiny_voc, root, ignore=shutil.ignore_patterns("SegmentationObject"))
     run_dir = tmp_path / "run"

@@ -27,8 +27,8 @@ TINY = [
     "deeplab.train_list=train",
     # random weights need trainable BatchNorm (frozen, the first steps reach a NaN loss)
     "cam.weights=none", "cam.freeze_bn=false", "irn.weights=none", "deeplab.weights=none", "deeplab.freeze_bn=false",
-    "cam.max_steps=1", "cam.batch_size=2", "cam.crop_size=256", "cam.resize_long=[256,320]", "cam.scales=[1.0]",
-    "irn.epochs=1", "irn.batch_size=2", "irn.crop_size=256",
+    "cam.max_steps=1", "cam.batch_size=2", "cam.crop_size=128", "cam.resize_long=[128,160]", "cam.scales=[1.0]",
+    "irn.epochs=1", "irn.batch_size=2", "irn.crop_size=128",
     "deeplab.iterations=1", "deeplab.batch_size=2", "deeplab.crop_size=161", "deeplab.checkpoint_every=1",
     "deeplab.scales=[1.0]", "deeplab.eval_scales=[1.0]",
 ]
