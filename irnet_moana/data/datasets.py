@@ -76,7 +76,7 @@ class TrainingDataset(Dataset):
     skipped ids under "skipped" for the training summary.
     """
 
-    def __init__(self, data: VOCData, stems: Sequence[str], seed: int, skip_corrupt: bool = True) -> None:
+    def __init__(self, data: VOCData | None, stems: Sequence[str], seed: int, skip_corrupt: bool = True) -> None:
         self.data, self.stems, self.seed, self.skip_corrupt = data, list(stems), seed, skip_corrupt
 
     def __len__(self) -> int:
@@ -86,22 +86,27 @@ class TrainingDataset(Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         skipped = []
         for offset in range(len(self.stems)):
-            stem = self.stems[(index + offset) % len(self.stems)]
+            position = (index + offset) % len(self.stems)
+            stem = self.stems[position]
             try:
-                image = self.data.load_image(stem)
+                loaded = self.load(position)
             except CorruptFileError as exc:
                 if not self.skip_corrupt:
                     raise DatasetError(f"{exc}; replace the file, or set data.skip_corrupt=true to skip it") from exc
                 log.warning("skipping unreadable training image: %s", exc)
                 skipped.append(stem)
                 continue
-            sample = self.make_sample(stem, image, sample_rng(self.seed, epoch, index))
+            sample = self.make_sample(stem, loaded, sample_rng(self.seed, epoch, index))
             sample.update(name=stem, skipped=skipped)
             return sample
         raise DatasetError(f"none of the {len(self.stems)} training images can be read (e.g. {skipped[0]}); "
                            "check the dataset")
 
-    def make_sample(self, stem: str, image: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+    def load(self, position: int) -> Any:
+        """What :meth:`make_sample` gets for ``stems[position]``: the image; CorruptFileError if unreadable."""
+        return self.data.load_image(self.stems[position])
+
+    def make_sample(self, stem: str, image: Any, rng: np.random.Generator) -> dict[str, Any]:
         raise NotImplementedError
 
 

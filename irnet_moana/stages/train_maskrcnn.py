@@ -37,7 +37,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
 from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
@@ -45,7 +44,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from .. import distributed, io
 from ..config import ConfigError
-from ..data.datasets import sample_rng
+from ..data.datasets import TrainingDataset
 from ..data.voc import OBJECT_DIR, DatasetError, VOCData
 from ..instance_eval import format_ap_table, format_map_line, score_instance_folder
 from ..models.backbone import file_state_dict, imagenet_state_dict, state_mismatch
@@ -117,7 +116,7 @@ def _quiet_coco(image_dir: Path, coco_path: Path):
         return CocoDetection(str(image_dir), str(coco_path))
 
 
-class CocoInstances(Dataset):
+class CocoInstances(TrainingDataset):
     """The annotated images of a COCO instance file as Mask R-CNN training samples.
 
     Indexed by ``(index, epoch)`` from :class:`irnet_moana.data.datasets.EpochSampler`;
@@ -131,38 +130,23 @@ class CocoInstances(Dataset):
         coco = _quiet_coco(image_dir, coco_path)
         self.source = wrap_dataset_for_transforms_v2(coco, target_keys={"boxes", "labels", "masks"})
         self.indices = [i for i, image_id in enumerate(coco.ids) if coco.coco.getAnnIds(imgIds=image_id)]
-        self.stems = [Path(coco.coco.imgs[coco.ids[i]]["file_name"]).stem for i in self.indices]
-        self.num_images = len(coco.ids)
-        self.seed, self.flip, self.skip_corrupt = seed, flip, skip_corrupt
+        stems = [Path(coco.coco.imgs[coco.ids[i]]["file_name"]).stem for i in self.indices]
+        super().__init__(None, stems, seed, skip_corrupt)
+        self.num_images, self.flip = len(coco.ids), flip
         absent = [coco.coco.imgs[coco.ids[i]]["file_name"] for i in self.indices
                   if not (Path(image_dir) / coco.coco.imgs[coco.ids[i]]["file_name"]).is_file()]
         if absent:
             raise DatasetError(f"{coco_path}: {len(absent)} image(s) absent from {image_dir} "
                                f"(first: {', '.join(absent[:5])}); the COCO file belongs to another data.root")
 
-    def __len__(self) -> int:
-        return len(self.indices)
+    def load(self, position: int) -> tuple[Any, dict]:
+        try:
+            return self.source[self.indices[position]]
+        except OSError as exc:  # PIL's unreadable / truncated image
+            raise io.CorruptFileError(f"training image {self.stems[position]}: {exc}") from exc
 
-    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
-        index, epoch = key if isinstance(key, tuple) else (key, 0)
-        skipped = []
-        for offset in range(len(self.indices)):
-            position = (index + offset) % len(self.indices)
-            stem = self.stems[position]
-            try:
-                image, target = self.source[self.indices[position]]
-            except OSError as exc:  # PIL's unreadable / truncated image
-                if not self.skip_corrupt:
-                    raise DatasetError(f"training image {stem}: {exc}; replace the file, or set "
-                                       "data.skip_corrupt=true to skip it") from exc
-                skipped.append(stem)
-                continue
-            sample = self.make_sample(stem, image, target, sample_rng(self.seed, epoch, index))
-            sample.update(name=stem, skipped=skipped)
-            return sample
-        raise DatasetError(f"none of the {len(self.indices)} training images can be read (e.g. {skipped[0]})")
-
-    def make_sample(self, stem: str, image, target: dict, rng: np.random.Generator) -> dict[str, Any]:
+    def make_sample(self, stem: str, loaded: tuple[Any, dict], rng: np.random.Generator) -> dict[str, Any]:
+        image, target = loaded
         image = pil_to_tensor(image).float().div_(255)
         boxes = target["boxes"].as_subclass(torch.Tensor).float()
         masks = target["masks"].as_subclass(torch.Tensor).to(torch.uint8)
