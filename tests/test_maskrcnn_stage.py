@@ -21,7 +21,7 @@ from irnet_moana.instance_eval import gt_instances
 from irnet_moana.stages import make_instance_masks, train_maskrcnn
 from irnet_moana.training import TrainingError, load_state
 
-STEPS = 3  # two steps fill an epoch of 4 images at batch 2: a checkpoint, then a step to interrupt
+STEPS = 2  # one step fills an epoch of 2 images at batch 2: a checkpoint, then a step to interrupt
 # torchvision's COCO wrapper decodes RLE with pycocotools, which trips a NumPy 2 deprecation
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")
 
@@ -35,7 +35,7 @@ def remove_weights(run_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def tiny_voc(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("voc")
-    generate_voc_demo(root, num_train=4, num_train_aug_extra=0, num_val=2, image_size=64)
+    generate_voc_demo(root, num_train=2, num_train_aug_extra=0, num_val=2, image_size=64)
     return root
 
 

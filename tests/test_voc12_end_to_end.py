@@ -23,13 +23,13 @@ TRAIN = ["2007_000515", "2007_000549"]
 VAL = ["2007_000129"]
 
 TINY = [
-    "data.train_list=train", "data.num_workers=0", "pseudo.list=train", "instance.list=train",
+    "data.train_list=train", "data.eval_list=first", "data.num_workers=0", "pseudo.list=train", "instance.list=train",
     "deeplab.train_list=train",
     # random weights need trainable BatchNorm (frozen, the first steps reach a NaN loss)
     "cam.weights=none", "cam.freeze_bn=false", "irn.weights=none", "deeplab.weights=none", "deeplab.freeze_bn=false",
     "cam.max_steps=1", "cam.batch_size=2", "cam.crop_size=128", "cam.resize_long=[128,160]", "cam.scales=[1.0]",
     "irn.epochs=1", "irn.batch_size=2", "irn.crop_size=128",
-    "deeplab.iterations=1", "deeplab.batch_size=2", "deeplab.crop_size=161", "deeplab.checkpoint_every=1",
+    "deeplab.iterations=1", "deeplab.batch_size=2", "deeplab.crop_size=97", "deeplab.checkpoint_every=1",
     "deeplab.scales=[1.0]", "deeplab.eval_scales=[1.0]",
 ]
 
@@ -44,6 +44,8 @@ def voc_subset(voc_sample, tmp_path_factory) -> Path:
     (root / LIST_DIR).mkdir(parents=True)
     (root / LIST_DIR / "train.txt").write_text("\n".join(TRAIN) + "\n")
     (root / LIST_DIR / "val.txt").write_text("\n".join(VAL) + "\n")
+    # seeds, pseudo masks and the figures on one of the two training images
+    (root / LIST_DIR / "first.txt").write_text(TRAIN[0] + "\n")
     return root
 
 
