@@ -6,7 +6,7 @@ VOC's SegmentationClass.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -55,6 +55,22 @@ def cluster_centroids(centroids: np.ndarray, displacement: np.ndarray, threshold
     return groups[None] == np.arange(groups.max() + 1)[:, None, None]
 
 
+def _components(shape: tuple[int, ...], regions: Sequence[np.ndarray], labels: Sequence[int],
+                score: Callable[[int, np.ndarray], float]) -> Instances:
+    """One instance per 4-connected component of each region (of ``shape``), with the region's label and
+    ``score(region index, component mask)``."""
+    masks, classes, values = [], [], []
+    for index, (region, label) in enumerate(zip(regions, labels)):
+        components, count = ndimage.label(region)
+        for number in range(1, count + 1):
+            component = components == number
+            masks.append(component)
+            classes.append(label)
+            values.append(score(index, component))
+    return Instances(np.array(masks, dtype=bool).reshape(-1, *shape), np.array(classes, dtype=np.int64),
+                     np.array(values, dtype=np.float64))
+
+
 def detect_instances(scores: np.ndarray, class_labels: Sequence[int], bg_threshold: float,
                      min_fragment: float) -> Instances:
     """Detections from walked instance-class scores (K, H, W), max-normalised, one class label per channel.
@@ -67,17 +83,13 @@ def detect_instances(scores: np.ndarray, class_labels: Sequence[int], bg_thresho
     """
     height, width = scores.shape[1:]
     owner = np.concatenate([np.full((1, height, width), bg_threshold, scores.dtype), scores]).argmax(0)
-    masks, labels, values = [], [], []
-    for channel, label in enumerate(class_labels):
-        components, count = ndimage.label(owner == channel + 1)
-        for index in range(1, count + 1):
-            component = components == index
-            small = component.sum() < min_fragment * height * width
-            masks.append(component)
-            labels.append(label)
-            values.append(0.0 if small else float(scores[channel][component].max()))
-    return Instances(np.array(masks, dtype=bool).reshape(-1, height, width), np.array(labels, dtype=np.int64),
-                     np.array(values, dtype=np.float64))
+    smallest = min_fragment * height * width
+
+    def score(channel: int, component: np.ndarray) -> float:
+        return 0.0 if component.sum() < smallest else float(scores[channel][component].max())
+
+    regions = [owner == channel + 1 for channel in range(len(class_labels))]
+    return _components((height, width), regions, class_labels, score)
 
 
 def instance_masks(cam: np.ndarray, keys: np.ndarray, boundary: torch.Tensor, displacement: np.ndarray,
@@ -101,13 +113,5 @@ def semantic_components(mask: np.ndarray, high_res: np.ndarray, keys: np.ndarray
 
     ``high_res`` (C, H, W) holds the image-size CAMs of 0-based classes ``keys``.
     """
-    masks, labels, values = [], [], []
-    for cam, key in zip(high_res, keys):
-        components, count = ndimage.label(mask == key + 1)
-        for index in range(1, count + 1):
-            component = components == index
-            masks.append(component)
-            labels.append(int(key) + 1)
-            values.append(float(cam[component].mean()))
-    return Instances(np.array(masks, dtype=bool).reshape(-1, *mask.shape), np.array(labels, dtype=np.int64),
-                     np.array(values, dtype=np.float64))
+    return _components(mask.shape, [mask == key + 1 for key in keys], [int(key) + 1 for key in keys],
+                       lambda index, component: float(high_res[index][component].mean()))

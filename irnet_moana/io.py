@@ -181,6 +181,14 @@ class Instances(NamedTuple):
     scores: np.ndarray
 
 
+def instance_id_map(masks: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 map of non-overlapping (K, H, W) masks: k + 1 on mask k, 0 elsewhere (K < 255)."""
+    ids = np.zeros(masks.shape[1:], np.uint8)
+    for k, mask in enumerate(masks):
+        ids[mask] = k + 1
+    return ids
+
+
 def save_instances(stem: str | os.PathLike, instances: Instances) -> None:
     """``<stem>.png`` and ``<stem>.json``: non-overlapping instances, each atomically.
 
@@ -195,11 +203,8 @@ def save_instances(stem: str | os.PathLike, instances: Instances) -> None:
         raise ValueError(f"{stem}: {len(masks)} instances do not fit an 8-bit instance PNG (at most {IGNORE - 1})")
     if masks.sum(0).max(initial=0) > 1:
         raise ValueError(f"{stem}: instance masks overlap; the instance PNG holds one instance per pixel")
-    ids = np.zeros(masks.shape[1:], np.uint8)
-    for k, mask in enumerate(masks):
-        ids[mask] = k + 1
     stem = Path(stem)
-    save_label_png(stem.with_suffix(".png"), ids)
+    save_label_png(stem.with_suffix(".png"), instance_id_map(masks))
     records = [{"id": k + 1, "label": int(label), "score": float(score)}
                for k, (label, score) in enumerate(zip(instances.labels, instances.scores))]
     write_json(stem.with_suffix(".json"), {"instances": records})

@@ -395,13 +395,6 @@ def centroid_groups(displacement: np.ndarray, cfg: dict) -> np.ndarray:
     return groups.astype(np.uint8)
 
 
-def instance_ids(found: io.Instances) -> np.ndarray:
-    ids = np.zeros(found.masks.shape[1:], np.uint8)
-    for k, mask in enumerate(found.masks):
-        ids[mask] = k + 1
-    return ids
-
-
 def instance_stems(cfg: dict, num_images: int = NUM_IMAGES) -> list[str]:
     """Images of ``data.eval_list`` with two or more objects of one class (ground truth), else the first ones."""
     data = VOCData(cfg["data"]["root"])
@@ -450,7 +443,7 @@ def instance_figure(cfg: dict, run_dir: Path, stems: Sequence[str], device: torc
         objects = _label_png(data.root / OBJECT_DIR / f"{stem}.png")
         pictures = [image, full(displacement_picture(displacement)),
                     full(colour_labels(centroid_groups(displacement, cfg))),
-                    *[None if f is None else colour_labels(instance_ids(f)) for f in found],
+                    *[None if f is None else colour_labels(io.instance_id_map(f.masks)) for f in found],
                     None if objects is None else colour_labels(objects)]
         cells = [None if p is None else T.resize(p, size, nearest=index > 0) for index, p in enumerate(pictures)]
         rows.append(Row(stem, size, cells))

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from irnet_moana import io
 from irnet_moana.data.datasets import InferenceDataset
 from irnet_moana.data.voc import VOCData
 from irnet_moana.instances import cluster_centroids, instance_masks, refine_centroids
@@ -130,9 +131,7 @@ def test_instances_match_irnet_make_ins_seg_labels():
         found = instance_masks(semantic[f"{stem}/cam"], semantic[f"{stem}/keys"],
                                torch.from_numpy(semantic[f"{stem}/boundary"]), displacement,
                                tuple(semantic[f"{stem}/size"]))
-        ids = np.zeros(found.masks.shape[1:], np.uint8)
-        for k, mask in enumerate(found.masks):
-            ids[mask] = k + 1
+        ids = io.instance_id_map(found.masks)
         clear = fixture[f"{stem}/margin"].astype(np.float32) > 1e-3
         assert clear.mean() > 0.99
         assert np.array_equal(ids[clear], fixture[f"{stem}/instance_ids"][clear])

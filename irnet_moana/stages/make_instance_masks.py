@@ -41,8 +41,8 @@ def run(cfg: dict) -> Path:
     cam_dir, mask_dir = run_.path(make_cams.OUT), run_.path(make_pseudo_masks.OUT)
     out_dir.mkdir(parents=True, exist_ok=True)
     baseline_dir.mkdir(parents=True, exist_ok=True)
-    todo = sorted(set(pending(stems, out_dir, ".json", run_.log)) | set(pending(stems, baseline_dir, ".json")),
-                  key=stems.index)
+    missing = set(pending(stems, out_dir, ".json", run_.log)) | set(pending(stems, baseline_dir, ".json", run_.log))
+    todo = [stem for stem in stems if stem in missing]
     if todo:
         model = train_irn.load_trained(cfg, run_.dir, run_.device)
         loader = DataLoader(InferenceDataset(data, todo, [1.0]), batch_size=1,
