@@ -30,71 +30,32 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from deeplab import train
-from deeplab.model import MultiScale
+from deeplab.build import trained_deeplab
+from deeplab.predict import predict_multi_scale_flip, predict_single_scale
 from irnet_moana import distributed, io
 from irnet_moana.crf import DEEPLAB_TEST, CRFParams, dense_crf
 from irnet_moana.data import transforms as T
 from irnet_moana.data.datasets import InferenceDataset, collate_single
-from irnet_moana.data.voc import VOCData
+from irnet_moana.data.voc import VOCData, class_names_with_background
 from irnet_moana.evaluation import score_mask_folder
 from irnet_moana.metrics import format_iou_table
+from irnet_moana.outputs import DEEPLAB, EVAL_DEEPLAB, METRICS
+from irnet_moana.outputs import DEEPLAB_CRF as CRF
+from irnet_moana.outputs import DEEPLAB_MSF as MSF
+from irnet_moana.outputs import DEEPLAB_SS as SS
 from irnet_moana.precision import FP32, Precision
-from irnet_moana.run import start_run
-from irnet_moana.stages.common import class_names_with_background, pending, progress
-from irnet_moana.training import autocast, load_weights
+from irnet_moana.run import pending, progress, start_run
 
-SS, MSF, CRF = "pred_ss", "pred_msf", "pred_msf_crf"
 # Result keys of the JSON, per prediction folder.
 SETTINGS = {SS: "single_scale", MSF: "multi_scale_flip", CRF: "multi_scale_flip_crf"}
-METRICS = "eval_deeplab.json"
-
-
-def load_model(cfg: dict, num_classes: int, device: torch.device) -> MultiScale:
-    """The trained ``<run_dir>/deeplab/model.pth`` in eval mode on ``device``."""
-    model = train.build_model(cfg, num_classes, weights="none")
-    load_weights(Path(cfg["run_dir"]) / train.OUT / "model.pth", model)
-    return model.to(device).eval()
-
-
-def _upsampled_probs(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """(N, C, h, w) logits -> (N, C, H, W) float32 softmax after bilinear upsampling."""
-    logits = F.interpolate(logits.float(), size=tuple(size), mode="bilinear", align_corners=False)
-    return logits.softmax(dim=1)
-
-
-@torch.no_grad()
-def predict_single_scale(model: MultiScale, image: torch.Tensor, precision: Precision = FP32) -> torch.Tensor:
-    """Class probabilities (C, H, W) of one normalised (3, H, W) image from the fused eval forward."""
-    with autocast(image.device, precision):
-        logits = model(image[None])
-    return _upsampled_probs(logits, image.shape[-2:])[0]
-
-
-@torch.no_grad()
-def predict_multi_scale_flip(model: MultiScale, pyramid: Sequence[torch.Tensor], size: Sequence[int],
-                             precision: Precision = FP32) -> torch.Tensor:
-    """Class probabilities (C, H, W) averaged over scales and flips.
-
-    ``pyramid`` holds one (2, 3, h, w) tensor per scale: the resized image
-    and its mirror (as :class:`InferenceDataset` builds it).
-    """
-    total = None
-    for images in pyramid:
-        with autocast(images.device, precision):
-            logits = model.base(images)
-        probs = _upsampled_probs(logits, size)
-        pair = probs[0] + probs[1].flip(-1)
-        total = pair if total is None else total + pair
-    return total / (2 * len(pyramid))
+OUTPUTS = tuple(f"{DEEPLAB}/{folder}" for folder in SETTINGS) + (f"{METRICS}/{EVAL_DEEPLAB}",)
 
 
 def crf_label_map(image: np.ndarray, probs: np.ndarray, params: CRFParams = DEEPLAB_TEST) -> np.ndarray:
     """Argmax (uint8, H x W) of the dense-CRF posterior of ``probs`` (C, H, W) on the uint8 RGB ``image``."""
-    return dense_crf(image, probs, **params.kwargs()).argmax(0).astype(np.uint8)
+    return dense_crf(image, probs, params).argmax(0).astype(np.uint8)
 
 
 def crf_workers(setting: int) -> int:
@@ -136,7 +97,7 @@ def _predict(cfg: dict, data: VOCData, run_dir: Path, device: torch.device, prec
     stems = [s for s in data.split(d["eval_list"]) if any(s in names for names in todo.values())]
     if not stems:
         return
-    model = load_model(cfg, data.num_classes, device)
+    model = trained_deeplab(cfg, data.num_classes, device)
     dataset = InferenceDataset(data, stems, d["eval_scales"], rescale=T.linear_rescale)
     loader = DataLoader(dataset, batch_size=1, num_workers=cfg["data"]["num_workers"], collate_fn=collate_single)
     for sample in progress(loader, len(stems), "eval_deeplab"):
@@ -160,7 +121,7 @@ def predict(cfg: dict, run_dir: Path, device: torch.device, precision: Precision
     d = cfg["deeplab"]
     data = VOCData(cfg["data"]["root"])
     stems = data.split(d["eval_list"])
-    out_dir = run_dir / train.OUT
+    out_dir = run_dir / DEEPLAB
     folders = [SS, MSF, CRF] if d["crf"] else [SS, MSF]
     todo = {folder: set() for folder in (SS, MSF, CRF)}
     for folder in folders:
@@ -185,11 +146,11 @@ def score(cfg: dict, run_dir: Path, folders: Sequence[str]) -> dict:
     names = class_names_with_background(data)
     result: dict = {}
     for folder in folders:
-        summary = score_mask_folder(run_dir / train.OUT / folder, data.root / "SegmentationClass", names, stems)
+        summary = score_mask_folder(run_dir / DEEPLAB / folder, data.root / "SegmentationClass", names, stems)
         summary.pop("num_images")
         result[SETTINGS[folder]] = summary
     result.update({"list": d["eval_list"], "num_images": len(stems), "scales": list(d["scales"]),
-                   "eval_scales": list(d["eval_scales"]), "crf_params": DEEPLAB_TEST.kwargs() if d["crf"] else None})
+                   "eval_scales": list(d["eval_scales"]), "crf_params": DEEPLAB_TEST.as_dict() if d["crf"] else None})
     return result
 
 
@@ -213,7 +174,7 @@ def run(cfg: dict) -> dict | None:
     for folder in folders:
         title = f"DeepLab v2 {SETTINGS[folder].replace('_', ' ')} on {result['list']}"
         run_.log.info(format_iou_table(result[SETTINGS[folder]], title))
-    out = run_.path("metrics", METRICS)
+    out = run_.path(METRICS, EVAL_DEEPLAB)
     io.write_json(out, result)
     run_.finish(result_line(result), out)
     return result

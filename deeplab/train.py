@@ -17,31 +17,20 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from deeplab.model import MultiScale, deeplab_v2, param_groups, resize_labels
+from deeplab.build import deeplab_net
+from deeplab.model import param_groups, resize_labels
 from irnet_moana import distributed, io
 from irnet_moana.data.datasets import SegmentationDataset
 from irnet_moana.data.voc import DatasetError, VOCData, check_mask
 from irnet_moana.io import IGNORE
-from irnet_moana.run import start_run
-from irnet_moana.stages.common import progress, resolve_weights
+from irnet_moana.outputs import DEEPLAB, DEEPLAB_TRAIN_INFO, PSEUDO_MASKS
+from irnet_moana.run import progress, resolve_weights, start_run
 from irnet_moana.training import TrainingError, TrainSpec, fit, poly_lambda
 
-OUT = "deeplab"
-PSEUDO_MASKS = "pseudo_masks"
-TRAIN_INFO = "train_info.json"
+OUTPUTS = (DEEPLAB,)
 # How many offending ids an error message lists before "...".
 SHOW = 5
 
-
-def build_model(cfg: dict, num_classes: int, weights: str | None = None) -> MultiScale:
-    """DeepLab v2 for ``num_classes`` foreground classes plus background, per ``cfg['deeplab']``.
-
-    ``weights`` overrides ``deeplab.weights`` (e.g. ``"none"`` before loading
-    trained weights); ``{run_dir}`` in a path is this run's directory.
-    """
-    d = cfg["deeplab"]
-    value = resolve_weights(d["weights"] if weights is None else weights, Path(cfg["run_dir"]))
-    return deeplab_v2(num_classes + 1, depth=d["depth"], weights=value, scales=d["scales"], freeze_bn=d["freeze_bn"])
 
 
 def label_folder(cfg: dict, labels: str | None = None) -> Path:
@@ -105,7 +94,7 @@ def output_names(scales: Sequence[float]) -> list[str]:
 
 def _check_same_labels(out_dir: Path, info: dict) -> None:
     """Refuse to continue or reuse a training made on other labels (the result would be mislabelled)."""
-    path = out_dir / TRAIN_INFO
+    path = out_dir / DEEPLAB_TRAIN_INFO
     if not io.output_is_valid(path):
         return
     before = io.read_json(path)
@@ -128,15 +117,15 @@ def run(cfg: dict, labels: str | None = None, resume: bool = False) -> Path:
     data = VOCData(cfg["data"]["root"])
     stems = data.split(d["train_list"])
     folder = label_folder(cfg, labels)
-    out_dir = run_.path(OUT)
+    out_dir = run_.path(DEEPLAB)
     info = {"labels": str(folder.resolve()), "train_list": d["train_list"], "num_images": len(stems)}
     _check_same_labels(out_dir, info)
     check_label_folder(folder, stems, data.num_classes)
     if distributed.is_main():
-        io.write_json(out_dir / TRAIN_INFO, info)
+        io.write_json(out_dir / DEEPLAB_TRAIN_INFO, info)
     dataset = SegmentationDataset(data, stems, folder, cfg["seed"], d["scale_range"], d["crop_size"],
                                   cfg["data"]["skip_corrupt"])
-    model = build_model(cfg, data.num_classes)
+    model = deeplab_net(cfg, data.num_classes)
     spec = TrainSpec(batch_size=d["batch_size"], max_steps=d["iterations"],
                      checkpoint_every=d["checkpoint_every"], num_workers=cfg["data"]["num_workers"])
     names = output_names(model.scales)

@@ -1,233 +1,361 @@
-"""Configuration: one YAML file per setting on top of typed defaults, plus overrides.
+"""Configuration: typed defaults, then one setting (a YAML file), then ``--set`` overrides.
 
-Every key that exists is listed in ``DEFAULTS`` below; a YAML file or a
-``--set key=value`` override may only change existing keys, with a value of
-the same type. Unknown keys, wrong types and impossible values are errors
-that name the key, so a typo never silently falls back to a default.
+``SCHEMA`` below is the configuration reference: every key that exists, with
+its default, its allowed values and what it does, declared in one place.
+``DEFAULTS``, the checks and docs/configuration.md (written by
+``tools/config_reference.py``) are all derived from it.
+
+A setting is a YAML file that states only what differs from the defaults;
+the shipped ones live in ``irnet_moana/configs`` and are chosen by name
+(``demo``, ``voc12``, ...). A setting or a ``--set key=value`` override may
+only change existing keys, with a value of the key's type and within its
+allowed values. Anything else is an error that names the key and where the
+value came from, so a typo never silently falls back to a default.
 """
 from __future__ import annotations
 
 import copy
 import math
+import os
+import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import yaml
-
-# The defaults are IRNet's VOC 2012 recipe (see DESIGN.md section 3); settings
-# files only state what differs.
-DEFAULTS: dict[str, Any] = {
-    "name": "voc12",
-    "seed": 0,
-    "device": "auto",  # auto | cpu | cuda | cuda:N
-    "run_dir": "runs/voc12",
-    "data": {
-        "root": "data/VOCdevkit/VOC2012",
-        "train_list": "train_aug",
-        "eval_list": "train",
-        "val_list": "val",
-        "num_workers": 4,
-        "skip_corrupt": True,  # training skips (and counts) unreadable images; evaluation always fails
-    },
-    "cam": {
-        "backbone": "resnet50",
-        "weights": "imagenet",  # imagenet | none | a file; "{run_dir}" in a path is this run's directory
-        "strides": [2, 2, 2, 1],
-        # Under torchrun, trainable BatchNorm (freeze_bn false, and MoANA's own BNs) normalises each
-        # rank's part of the batch alone, so DDP then differs from one process on the whole batch.
-        "freeze_bn": True,
-        "freeze_stem": True,
-        "moana": True,
-        "moana_calibration": "paper",
-        "moana_view_conv": "dense",
-        "resize_long": [320, 640],
-        "crop_size": 512,
-        "color_jitter": False,
-        "batch_size": 16,
-        "epochs": 5,
-        "max_steps": 0,  # > 0 overrides epochs (the MoANA recipe counts iterations)
-        "lr": 0.1,
-        "classifier_lr_mult": 10.0,
-        "momentum": 1e-4,  # IRNet's published numbers; see pipelines/configs/voc12.yaml
-        "weight_decay": 1e-4,
-        # auto (bf16 where the CPU or GPU computes it natively, else fp32 on a CPU, fp16 on a GPU)
-        # | none | bf16 | fp16; see irnet_moana/precision.py
-        "amp": "auto",
-        "scales": [1.0, 0.5, 1.5, 2.0],
-        "infer_list": "",  # images make_cams processes; empty = data.train_list
-        "infer_precision": "auto",  # auto | fp32 | bf16 | fp16, chosen as amp
-        "bg_threshold": 0.15,
-        "sweep": [],  # background thresholds to sweep in eval_cams
-    },
-    "ir_label": {
-        "fg_threshold": 0.30,
-        "bg_threshold": 0.05,
-        "crf_gt_prob": 0.7,
-        "crf_iterations": 10,
-        "workers": 0,  # 0 = all CPU cores
-    },
-    "irn": {
-        "backbone": "resnet50",
-        "weights": "imagenet",
-        "strides": [2, 2, 2, 1],
-        "resize_scale": [0.5, 1.5],
-        "crop_size": 512,
-        "radius": 10,
-        "batch_size": 32,
-        "epochs": 3,
-        "lr": 0.1,
-        "displacement_lr_mult": 10.0,
-        "momentum": 1e-4,
-        "weight_decay": 1e-4,
-        "amp": "auto",
-    },
-    "pseudo": {
-        "radius": 5,
-        "beta": 10,
-        "exp_times": 8,
-        "bg_threshold": 0.25,
-        "list": "train_aug",
-        "infer_precision": "auto",  # for IRNet's boundary map; bf16 gave the same demo pseudo-mask mIoU as fp32
-    },
-    "instance": {
-        "list": "train_aug",  # images to make instance masks for (the walk uses pseudo.radius, beta, exp_times)
-        "centroid_steps": 300,  # moves of each pixel along the displacement field
-        "weak_displacement": 2.5,  # |D| below this is a centroid region
-        "bg_threshold": 0.25,  # walked score of "no instance"
-        "min_fragment": 0.01,  # components under this fraction of the image score 0
-        "infer_precision": "auto",  # for IRNet's boundary map and displacement field
-    },
-    "deeplab": {
-        "depth": 101,
-        "weights": "imagenet",
-        "freeze_bn": True,  # DeepLab's recipe; false only for random initial weights (the demo)
-        "labels": "",  # empty = this run's pseudo masks
-        "train_list": "train_aug",
-        "eval_list": "val",
-        "scales": [1.0, 0.75, 0.5],
-        "scale_range": [0.5, 1.5],
-        "crop_size": 321,
-        "batch_size": 10,
-        "iterations": 20000,
-        "checkpoint_every": 1000,
-        "lr": 2.5e-4,
-        "momentum": 0.9,
-        "weight_decay": 5e-4,
-        "poly_power": 0.9,
-        "amp": "auto",
-        "eval_scales": [0.5, 0.75, 1.0, 1.25, 1.5],
-        "crf": True,
-        "crf_workers": 0,  # CRF processes; 0 = all CPU cores
-    },
-    "wsol": {
-        "dataset": "cub",
-        "metadata_root": "data/wsol/metadata/CUB",
-        "image_root": "data/wsol/CUB_200_2011/images",
-        "num_classes": 200,
-        "backbone": "resnet50",
-        "weights": "imagenet",
-        "moana": True,
-        "moana_calibration": "paper",
-        "moana_view_conv": "dense",
-        "strides": [2, 2, 1, 1],  # (conv1, layer2, layer3, layer4): layer3 and layer4 at stride 1
-        "resize_size": 256,  # training: square resize, then a random crop_size crop and h-flip
-        "crop_size": 224,
-        "test_size": 224,  # evaluation: square resize of the whole image
-        "batch_size": 32,
-        "epochs": 45,
-        "lr": 0.01,  # backbone; MoANA and the classifier get lr * new_lr_mult
-        "new_lr_mult": 1.0,
-        "lr_decay_every": 10,  # epochs
-        "lr_decay": 0.1,
-        "momentum": 0.9,
-        "weight_decay": 5e-4,
-        "amp": "auto",
-        "checkpoint_every": 0,  # steps; 0 = at the end of every epoch
-        "eval_batch_size": 32,
-        "infer_precision": "auto",  # for the score maps
-        "threshold_split": "val",  # chosen here when <metadata_root>/<threshold_split> exists, else on eval_split
-        "eval_split": "test",
-        "num_examples": 8,  # test images in the figure
-    },
-    # Optional stage train_maskrcnn: torchvision's Mask R-CNN (ResNet-50 FPN) on the instance pseudo labels
-    # (<run_dir>/instance_masks_coco.json), then mAP^r of its predictions on eval_list.
-    "maskrcnn": {
-        "enabled": False,  # part of `run_all.sh <setting>`; pipelines/train_maskrcnn.py runs it either way
-        "weights": "imagenet",  # ResNet-50: imagenet | none (random, trainable BatchNorm) | a file; "{run_dir}" allowed
-        "trainable_backbone_layers": 3,  # ResNet stages trained from the top, 0-5 (torchvision's 3); weights none: all
-        "min_size": 800,  # Mask R-CNN resizes each image's shorter side to this (torchvision's default) ...
-        "max_size": 1333,  # ... unless that makes its longer side exceed this
-        "batch_size": 2,  # images per step
-        "iterations": 137566,  # steps: torchvision's 26 epochs, here of VOC train_aug (10582 images) at batch 2
-        "checkpoint_every": 1000,  # steps between checkpoints (there is also one at the end of every epoch)
-        "lr": 0.0025,  # 0.02 x batch_size / 16, torchvision's reference recipe: scale it with batch_size
-        "momentum": 0.9,  # SGD momentum
-        "weight_decay": 1e-4,  # on every trained parameter, as torchvision's reference
-        "schedule": "step",  # step (x step_factor at each step_at) | poly (power 0.9)
-        "step_at": [0.615, 0.846],  # fractions of iterations: torchvision's reference steps at epochs 16 and 22 of 26
-        "step_factor": 0.1,  # LR multiplier at each step_at
-        "warmup_iterations": 1000,  # linear warm-up from lr / 1000 over these steps (torchvision's reference); 0 = none
-        "amp": "auto",  # training precision, as cam.amp
-        "infer_precision": "auto",  # prediction precision, as cam.infer_precision
-        "eval_list": "val",  # images predicted and scored (mAP^r) after training
-        "min_score": 0.05,  # detections scoring below this are not kept (torchvision's box_score_thresh)
-        "mask_threshold": 0.5,  # a pixel belongs to a detection where its mask probability exceeds this
-    },
-}
-
-AMP_CHOICES = ("auto", "none", "bf16", "fp16")
-INFER_CHOICES = ("auto", "fp32", "bf16", "fp16")
-CHOICES: dict[str, tuple[str, ...]] = {
-    **{f"{section}.amp": AMP_CHOICES for section in ("cam", "irn", "deeplab", "wsol", "maskrcnn")},
-    **{f"{section}.infer_precision": INFER_CHOICES for section in ("cam", "pseudo", "instance", "wsol", "maskrcnn")},
-    "cam.moana_calibration": ("paper", "wsss_code"),
-    "wsol.moana_calibration": ("paper", "wsss_code"),
-    "cam.moana_view_conv": ("dense", "depthwise"),
-    "wsol.moana_view_conv": ("dense", "depthwise"),
-    "cam.backbone": ("resnet18", "resnet34", "resnet50", "resnet101"),
-    "irn.backbone": ("resnet18", "resnet34", "resnet50", "resnet101"),
-    "wsol.backbone": ("resnet18", "resnet34", "resnet50", "resnet101"),
-    "wsol.dataset": ("cub", "ilsvrc"),
-    "maskrcnn.schedule": ("step", "poly"),
-}
-POSITIVE = {
-    "cam.crop_size", "cam.batch_size", "cam.lr", "irn.crop_size", "irn.batch_size", "irn.lr", "irn.radius",
-    "pseudo.radius", "pseudo.beta", "deeplab.crop_size", "deeplab.batch_size", "deeplab.iterations", "deeplab.lr",
-    "deeplab.checkpoint_every", "deeplab.depth", "wsol.crop_size", "wsol.resize_size", "wsol.batch_size", "wsol.lr",
-    "wsol.num_classes", "wsol.lr_decay_every", "wsol.test_size", "wsol.eval_batch_size", "wsol.new_lr_mult",
-    "wsol.lr_decay", "instance.weak_displacement",
-    "maskrcnn.min_size", "maskrcnn.max_size", "maskrcnn.batch_size", "maskrcnn.iterations", "maskrcnn.lr",
-    "maskrcnn.checkpoint_every", "maskrcnn.step_factor",
-}
-NON_NEGATIVE = {
-    "seed", "data.num_workers", "cam.epochs", "cam.max_steps", "cam.momentum", "cam.weight_decay", "irn.epochs",
-    "irn.momentum", "irn.weight_decay", "pseudo.exp_times", "deeplab.momentum", "deeplab.weight_decay",
-    "wsol.epochs", "wsol.momentum", "wsol.weight_decay", "wsol.checkpoint_every", "wsol.num_examples", "ir_label.workers", "ir_label.crf_iterations",
-    "deeplab.crf_workers", "instance.centroid_steps",
-    "maskrcnn.trainable_backbone_layers", "maskrcnn.momentum", "maskrcnn.weight_decay", "maskrcnn.warmup_iterations",
-}
-UNIT_INTERVAL = {
-    "cam.bg_threshold", "ir_label.fg_threshold", "ir_label.bg_threshold", "ir_label.crf_gt_prob",
-    "pseudo.bg_threshold", "instance.bg_threshold", "instance.min_fragment",
-    "maskrcnn.min_score", "maskrcnn.mask_threshold", "maskrcnn.step_factor",
-}
 
 
 class ConfigError(ValueError):
     """A configuration file or override that cannot be used as given."""
 
 
-def _type_ok(default: Any, value: Any) -> bool:
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, list):
-        return isinstance(value, list)
-    return isinstance(value, type(default))
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Check:
+    """A condition on a key's value beyond its type."""
+
+    rule: str  # completes "key 'x' must ..." in errors
+    allowed: str  # follows the type name in the reference: "int > 0"
+    ok: Callable[[Any], bool]
+
+
+POSITIVE = Check("be > 0", "> 0", lambda v: v > 0)
+NON_NEGATIVE = Check("be >= 0", ">= 0", lambda v: v >= 0)
+UNIT_INTERVAL = Check("lie in [0, 1]", "in [0, 1]", lambda v: 0 <= v <= 1)
+FRACTION = Check("lie in (0, 1]", "in (0, 1]", lambda v: 0 < v <= 1)
+FOUR_STRIDES = Check("be four strides of 1 or 2", "of four strides, each 1 or 2",
+                     lambda v: len(v) == 4 and all(type(s) is int and s in (1, 2) for s in v))
+LOW_HIGH = Check("be [low, high] with 0 < low <= high", "[low, high] with 0 < low <= high",
+                 lambda v: len(v) == 2 and all(map(_is_number, v)) and 0 < v[0] <= v[1])
+POSITIVE_SCALES = Check("be a non-empty list of positive scales", "of scales > 0, not empty",
+                        lambda v: len(v) > 0 and all(_is_number(s) and s > 0 for s in v))
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting: its default (which also fixes its type), what it does, and what it allows."""
+
+    default: Any
+    doc: str
+    choices: tuple[str, ...] | None = None
+    check: Check | None = None
+
+    @property
+    def type(self) -> type:
+        return type(self.default)
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` has this key's type; an int is a valid float, a bool is no int."""
+        if self.type is float:
+            return _is_number(value)
+        if self.type is int:
+            return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, self.type)
+
+
+@dataclass(frozen=True)
+class Section:
+    """A group of keys, ``cam.*`` for example: the settings of one stage or model."""
+
+    doc: str
+    keys: dict[str, Key]
+
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+AMP = ("auto", "none", "bf16", "fp16")
+INFER_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# irnet_moana/models/moana.py implements these (config sits below the models and cannot import them)
+MOANA_CALIBRATIONS = ("paper", "wsss_code")
+MOANA_VIEW_CONVS = ("dense", "depthwise")
+
+# The defaults are IRNet's PASCAL VOC 2012 recipe (docs/design.md, CAM classifier) with MoANA after
+# layer4; settings files only state what differs.
+SCHEMA: dict[str, Key | Section] = {
+    "name": Key("voc12", "setting name, recorded with the run's configuration"),
+    "seed": Key(0, "seeds every random number generator (data order, augmentation, initial weights, "
+                   "the synthetic data sets)", check=NON_NEGATIVE),
+    "device": Key("auto", "auto (each process's own GPU when CUDA is available, else the CPU), cpu, cuda or cuda:N"),
+    "run_dir": Key("runs/voc12", "directory of every output of the run; --run-dir overrides it"),
+    "data": Section("The PASCAL VOC style data set (images, class lists, ground truth) of the WSSS stages.", {
+        "root": Key("data/VOCdevkit/VOC2012", "data set root: JPEGImages, SegmentationClass(Aug), image lists"),
+        "train_list": Key("train_aug", "images the CAM network and IRNet train on and make_cams, make_ir_labels "
+                                       "process"),
+        "eval_list": Key("train", "images the seeds, pseudo masks and instances are scored on (IRNet reports "
+                                  "VOC train), also the figures' images"),
+        "val_list": Key("val", "VOC's validation list; no stage reads it (DeepLab uses deeplab.eval_list)"),
+        "num_workers": Key(4, "DataLoader worker processes of the training stages; 0 loads in the main process",
+                           check=NON_NEGATIVE),
+        "skip_corrupt": Key(True, "training skips (and counts) unreadable images; evaluation always fails on them"),
+    }),
+    "cam": Section("Stages train_cam, make_cams and eval_cams: the multi-label classifier whose class "
+                   "activation maps (CAMs) are the seeds, with MoANA after layer4.", {
+        "backbone": Key("resnet50", "torchvision ResNet of the classifier", BACKBONES),
+        "weights": Key("imagenet", "initial backbone weights: imagenet, none (random) or a file; "
+                                   "{run_dir} in a path is this run's directory"),
+        "strides": Key([2, 2, 2, 1], "strides of (conv1, layer2, layer3, layer4); IRNet's output stride 16",
+                       check=FOUR_STRIDES),
+        # Under torchrun, trainable BatchNorm (freeze_bn false, and MoANA's own BNs) normalises each
+        # rank's part of the batch alone, so DDP then differs from one process on the whole batch.
+        "freeze_bn": Key(True, "keep the backbone's BatchNorm statistics and affine parameters fixed "
+                               "(IRNet's recipe; false for random weights)"),
+        "freeze_stem": Key(True, "train nothing in conv1 .. layer1, as IRNet"),
+        "moana": Key(True, "MoANA attention after layer4; false gives IRNet's plain CAM network"),
+        "moana_calibration": Key("paper", "MoANA's output: paper X * (1 + M) or wsss_code X * (0.35 + 0.65 M), "
+                                          "the authors' segmentation code", MOANA_CALIBRATIONS),
+        "moana_view_conv": Key("dense", "MoANA's height and width convolutions: dense (C to C channels, the "
+                                        "authors') or depthwise (one kernel per channel)", MOANA_VIEW_CONVS),
+        "resize_long": Key([320, 640], "training resizes the long side to a random length in [low, high] px",
+                           check=LOW_HIGH),
+        "crop_size": Key(512, "side of the random square training crop, px", check=POSITIVE),
+        "color_jitter": Key(False, "random brightness, contrast and saturation in training (the MoANA recipe)"),
+        "batch_size": Key(16, "images per training step (per process under torchrun)", check=POSITIVE),
+        "epochs": Key(5, "training epochs over data.train_list", check=NON_NEGATIVE),
+        "max_steps": Key(0, "training steps; > 0 overrides epochs (the MoANA recipe counts iterations)",
+                         check=NON_NEGATIVE),
+        "lr": Key(0.1, "learning rate of the backbone and MoANA, decayed by poly (power 0.9) to 0",
+                  check=POSITIVE),
+        "classifier_lr_mult": Key(10.0, "the 1x1 classifier learns at lr times this (IRNet: 10)"),
+        "momentum": Key(1e-4, "SGD momentum; 1e-4 reproduces IRNet's published numbers (see the voc12 "
+                              "setting)", check=NON_NEGATIVE),
+        "weight_decay": Key(1e-4, "SGD weight decay", check=NON_NEGATIVE),
+        "amp": Key("auto", "training precision: auto (bf16 where the CPU or GPU computes it natively, else "
+                           "fp32 on a CPU and fp16 on a GPU), none (fp32), bf16 or fp16; see irnet_moana/precision.py",
+                   AMP),
+        "scales": Key([1.0, 0.5, 1.5, 2.0], "image scales whose flipped and unflipped CAMs make_cams sums",
+                      check=POSITIVE_SCALES),
+        "infer_list": Key("", "images make_cams processes; empty means data.train_list"),
+        "infer_precision": Key("auto", "make_cams precision, chosen as amp; fp32 is full precision",
+                               INFER_PRECISIONS),
+        "bg_threshold": Key(0.15, "constant background score against the normalised CAMs: the seeds' "
+                                  "background where no class beats it", check=UNIT_INTERVAL),
+        "sweep": Key([], "extra background thresholds eval_cams scores, to choose bg_threshold"),
+    }),
+    "ir_label": Section("Stage make_ir_labels: confident foreground and background from the CAMs, refined "
+                        "by a dense CRF, the inter-pixel relation labels IRNet trains on.", {
+        "fg_threshold": Key(0.30, "background score when finding confident foreground (IRNet's "
+                                  "conf_fg_thres)", check=UNIT_INTERVAL),
+        "bg_threshold": Key(0.05, "background score when finding confident background (IRNet's "
+                                  "conf_bg_thres); pixels between the two are ignored", check=UNIT_INTERVAL),
+        "crf_gt_prob": Key(0.7, "the CRF's confidence in the thresholded labels", check=UNIT_INTERVAL),
+        "crf_iterations": Key(10, "mean-field iterations of the CRF", check=NON_NEGATIVE),
+        "workers": Key(0, "CRF processes; 0 means all CPU cores", check=NON_NEGATIVE),
+    }),
+    "irn": Section("Stage train_irn: IRNet, which learns a class boundary map and an instance displacement "
+                   "field from the relation labels.", {
+        "backbone": Key("resnet50", "torchvision ResNet of IRNet", BACKBONES),
+        "weights": Key("imagenet", "initial backbone weights: imagenet, none (random) or a file; "
+                                   "{run_dir} in a path is this run's directory"),
+        "strides": Key([2, 2, 2, 1], "strides of (conv1, layer2, layer3, layer4), as cam.strides",
+                       check=FOUR_STRIDES),
+        "resize_scale": Key([0.5, 1.5], "training rescales each image by a random factor in [low, high]",
+                            check=LOW_HIGH),
+        "crop_size": Key(512, "side of the random square training crop, px", check=POSITIVE),
+        "radius": Key(10, "pixel pairs within this distance (in boundary-map pixels) are relation labels",
+                      check=POSITIVE),
+        "batch_size": Key(32, "images per training step (per process under torchrun)", check=POSITIVE),
+        "epochs": Key(3, "training epochs over data.train_list", check=NON_NEGATIVE),
+        "lr": Key(0.1, "learning rate of the boundary branch (the backbone stays fixed), decayed by poly "
+                       "(power 0.9) to 0", check=POSITIVE),
+        "displacement_lr_mult": Key(10.0, "the displacement branch learns at lr times this"),
+        "momentum": Key(1e-4, "SGD momentum; 1e-4 is IRNet's published setting, as cam.momentum",
+                        check=NON_NEGATIVE),
+        "weight_decay": Key(1e-4, "SGD weight decay", check=NON_NEGATIVE),
+        "amp": Key("auto", "training precision, as cam.amp", AMP),
+    }),
+    "pseudo": Section("Stage make_pseudo_masks: the CAMs propagated by a random walk on IRNet's boundary "
+                      "map, the pseudo masks DeepLab trains on.", {
+        "radius": Key(5, "the walk's transitions reach pixels within this distance (boundary-map pixels)",
+                      check=POSITIVE),
+        "beta": Key(10, "affinities are raised to this power: larger keeps the walk inside boundaries",
+                    check=POSITIVE),
+        "exp_times": Key(8, "the transition matrix is squared this many times: 2**exp_times steps",
+                         check=NON_NEGATIVE),
+        "bg_threshold": Key(0.25, "background score of the walked maps: pixels where no class beats it",
+                            check=UNIT_INTERVAL),
+        "list": Key("train_aug", "images to make pseudo masks for"),
+        "infer_precision": Key("auto", "precision of IRNet's boundary map, chosen as cam.amp; bf16 gave the "
+                                       "same demo pseudo-mask mIoU as fp32", INFER_PRECISIONS),
+    }),
+    "instance": Section("Stages make_instance_masks and eval_instances: IRNet's instance masks from the "
+                        "displacement field's centroids and the walk (pseudo.radius, beta, exp_times).", {
+        "list": Key("train_aug", "images to make instance masks for"),
+        "centroid_steps": Key(300, "moves of each pixel along the displacement field to its centroid",
+                              check=NON_NEGATIVE),
+        "weak_displacement": Key(2.5, "pixels whose displacement is shorter than this are centroid regions",
+                                 check=POSITIVE),
+        "bg_threshold": Key(0.25, "walked score of \"no instance\"", check=UNIT_INTERVAL),
+        "min_fragment": Key(0.01, "connected components under this fraction of the image score 0",
+                            check=UNIT_INTERVAL),
+        "infer_precision": Key("auto", "precision of IRNet's boundary map and displacement field, chosen as "
+                                       "cam.amp", INFER_PRECISIONS),
+    }),
+    "deeplab": Section("Stages train_deeplab and eval_deeplab: DeepLab v2 (ResNet, ASPP) trained on the "
+                       "pseudo masks, as in IRNet's evaluation.", {
+        "depth": Key(101, "ResNet depth of DeepLab (DeepLab v2: 101)", check=POSITIVE),
+        "weights": Key("imagenet", "initial backbone weights: imagenet, none (random) or a file; "
+                                   "{run_dir} in a path is this run's directory"),
+        "freeze_bn": Key(True, "fixed BatchNorm, DeepLab's recipe; false only for random initial weights "
+                               "(the demo)"),
+        "labels": Key("", "folder of training label PNGs ({run_dir} allowed); empty means this run's "
+                          "pseudo masks"),
+        "train_list": Key("train_aug", "images DeepLab trains on"),
+        "eval_list": Key("val", "images DeepLab is scored on"),
+        "scales": Key([1.0, 0.75, 0.5], "input scales whose outputs DeepLab fuses by maximum, in training "
+                                        "and prediction", check=POSITIVE_SCALES),
+        "scale_range": Key([0.5, 1.5], "training rescales each image by a random factor in [low, high]",
+                           check=LOW_HIGH),
+        "crop_size": Key(321, "side of the random square training crop, px", check=POSITIVE),
+        "batch_size": Key(10, "images per training step (per process under torchrun)", check=POSITIVE),
+        "iterations": Key(20000, "training steps", check=POSITIVE),
+        "checkpoint_every": Key(1000, "steps between checkpoints", check=POSITIVE),
+        "lr": Key(2.5e-4, "backbone learning rate (the ASPP head learns at 10x, its biases at 20x), decayed "
+                          "by poly", check=POSITIVE),
+        "momentum": Key(0.9, "SGD momentum", check=NON_NEGATIVE),
+        "weight_decay": Key(5e-4, "SGD weight decay", check=NON_NEGATIVE),
+        "poly_power": Key(0.9, "power of the poly schedule: lr * (1 - step / iterations) ** poly_power"),
+        "amp": Key("auto", "training precision, as cam.amp", AMP),
+        "eval_scales": Key([0.5, 0.75, 1.0, 1.25, 1.5], "scales of the multi-scale (and flipped) prediction",
+                           check=POSITIVE_SCALES),
+        "crf": Key(True, "also score the multi-scale prediction refined by a dense CRF"),
+        "crf_workers": Key(0, "CRF processes; 0 means all CPU cores", check=NON_NEGATIVE),
+    }),
+    "wsol": Section("Stages train_wsol and eval_wsol: weakly supervised object localisation on CUB-200-2011 "
+                    "or ILSVRC (a classifier with MoANA whose CAM gives a box; docs/design.md, WSOL).", {
+        "dataset": Key("cub", "the data set's layout and metadata", ("cub", "ilsvrc")),
+        "metadata_root": Key("data/wsol/metadata/CUB", "wsolevaluation-style metadata: "
+                                                       "<split>/image_ids.txt, class_labels.txt, localization.txt"),
+        "image_root": Key("data/wsol/CUB_200_2011/images", "folder the metadata's image ids are relative to"),
+        "num_classes": Key(200, "classes of the data set", check=POSITIVE),
+        "backbone": Key("resnet50", "torchvision ResNet of the localiser", BACKBONES),
+        "weights": Key("imagenet", "initial backbone weights: imagenet, none (random) or a file; "
+                                   "{run_dir} in a path is this run's directory"),
+        "moana": Key(True, "MoANA attention after layer4; false gives the plain CAM baseline"),
+        "moana_calibration": Key("paper", "MoANA's output, as cam.moana_calibration", MOANA_CALIBRATIONS),
+        "moana_view_conv": Key("dense", "MoANA's height and width convolutions, as cam.moana_view_conv",
+                               MOANA_VIEW_CONVS),
+        "strides": Key([2, 2, 1, 1], "strides of (conv1, layer2, layer3, layer4): layer3 and layer4 at stride 1",
+                       check=FOUR_STRIDES),
+        "resize_size": Key(256, "training: square resize, then a random crop_size crop and horizontal flip",
+                           check=POSITIVE),
+        "crop_size": Key(224, "side of the random square training crop, px", check=POSITIVE),
+        "test_size": Key(224, "evaluation: square resize of the whole image, px", check=POSITIVE),
+        "batch_size": Key(32, "images per training step (per process under torchrun)", check=POSITIVE),
+        "epochs": Key(45, "training epochs", check=NON_NEGATIVE),
+        "lr": Key(0.01, "backbone learning rate; MoANA and the classifier learn at lr * new_lr_mult",
+                  check=POSITIVE),
+        "new_lr_mult": Key(1.0, "learning-rate multiplier of the new layers (MoANA, classifier)", check=POSITIVE),
+        "lr_decay_every": Key(10, "epochs between learning-rate decays", check=POSITIVE),
+        "lr_decay": Key(0.1, "learning-rate multiplier at each decay", check=POSITIVE),
+        "momentum": Key(0.9, "SGD momentum", check=NON_NEGATIVE),
+        "weight_decay": Key(5e-4, "SGD weight decay", check=NON_NEGATIVE),
+        "amp": Key("auto", "training precision, as cam.amp", AMP),
+        "checkpoint_every": Key(0, "steps between checkpoints; 0 means at the end of every epoch",
+                                check=NON_NEGATIVE),
+        "eval_batch_size": Key(32, "images per step when computing score maps", check=POSITIVE),
+        "infer_precision": Key("auto", "precision of the score maps, chosen as amp", INFER_PRECISIONS),
+        "threshold_split": Key("val", "split the localisation threshold is chosen on when "
+                                      "<metadata_root>/<threshold_split> exists, else eval_split itself"),
+        "eval_split": Key("test", "split that is scored"),
+        "num_examples": Key(8, "test images in the example figure; 0 draws none", check=NON_NEGATIVE),
+    }),
+    "maskrcnn": Section("Optional stage train_maskrcnn: torchvision's Mask R-CNN (ResNet-50 FPN) trained on "
+                        "the instance pseudo labels (<run_dir>/instance_masks_coco.json), then mAP^r of its "
+                        "predictions on eval_list.", {
+        "enabled": Key(False, "part of run_all.sh SETTING; pipelines/train_maskrcnn.py runs it either way"),
+        "weights": Key("imagenet", "ResNet-50 weights: imagenet, none (random, trainable BatchNorm) or a file; "
+                                   "{run_dir} allowed"),
+        "trainable_backbone_layers": Key(3, "ResNet stages trained from the top, 0-5 (torchvision's 3); "
+                                            "weights none trains all", check=NON_NEGATIVE),
+        "min_size": Key(800, "each image's shorter side is resized to this (torchvision's default) ...",
+                        check=POSITIVE),
+        "max_size": Key(1333, "... unless that makes its longer side exceed this", check=POSITIVE),
+        "batch_size": Key(2, "images per step", check=POSITIVE),
+        "iterations": Key(137566, "steps: torchvision's 26 epochs, here of VOC train_aug (10582 images) at "
+                                  "batch 2", check=POSITIVE),
+        "checkpoint_every": Key(1000, "steps between checkpoints (there is also one at the end of every epoch)",
+                                check=POSITIVE),
+        "lr": Key(0.0025, "0.02 x batch_size / 16, torchvision's reference recipe: scale it with batch_size",
+                  check=POSITIVE),
+        "momentum": Key(0.9, "SGD momentum", check=NON_NEGATIVE),
+        "weight_decay": Key(1e-4, "on every trained parameter, as torchvision's reference", check=NON_NEGATIVE),
+        "schedule": Key("step", "step (x step_factor at each step_at) or poly (power 0.9)", ("step", "poly")),
+        "step_at": Key([0.615, 0.846], "increasing fractions of iterations, in (0, 1): torchvision's reference "
+                                       "steps at epochs 16 and 22 of 26"),
+        "step_factor": Key(0.1, "learning-rate multiplier at each step_at", check=FRACTION),
+        "warmup_iterations": Key(1000, "linear warm-up from lr / 1000 over these steps (torchvision's "
+                                       "reference); 0 means none", check=NON_NEGATIVE),
+        "amp": Key("auto", "training precision, as cam.amp", AMP),
+        "infer_precision": Key("auto", "prediction precision, as cam.infer_precision", INFER_PRECISIONS),
+        "eval_list": Key("val", "images predicted and scored (mAP^r) after training"),
+        "min_score": Key(0.05, "detections scoring below this are dropped (torchvision's box_score_thresh)",
+                         check=UNIT_INTERVAL),
+        "mask_threshold": Key(0.5, "a pixel belongs to a detection where its mask probability exceeds this",
+                              check=UNIT_INTERVAL),
+    }),
+}
+
+
+def _keys(schema: Mapping[str, Key | Section] = SCHEMA, prefix: str = "") -> Iterator[tuple[str, Key]]:
+    """Every key of ``schema`` with its dotted name, in declaration order."""
+    for name, entry in schema.items():
+        if isinstance(entry, Section):
+            yield from _keys(entry.keys, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", entry
+
+
+def _defaults(schema: Mapping[str, Key | Section]) -> dict[str, Any]:
+    # deep copies, so that a caller changing DEFAULTS' lists cannot change the schema
+    return {name: _defaults(entry.keys) if isinstance(entry, Section) else copy.deepcopy(entry.default)
+            for name, entry in schema.items()}
+
+
+DEFAULTS: dict[str, Any] = _defaults(SCHEMA)
+_KEYS: dict[str, Key] = dict(_keys())  # by dotted name: "cam.lr"
+
+SETTINGS_DIR = Path(__file__).parent / "configs"
+
+
+def setting_names() -> list[str]:
+    """The shipped settings: names of the YAML files in ``SETTINGS_DIR``, sorted."""
+    return sorted(path.stem for path in SETTINGS_DIR.glob("*.yaml"))
+
+
+def setting_path(name: str) -> Path:
+    """The file of the shipped setting ``name``; ConfigError listing the settings if there is none."""
+    if name not in setting_names():
+        raise ConfigError(f"unknown setting '{name}'; settings: {', '.join(setting_names())}")
+    return SETTINGS_DIR / f"{name}.yaml"
+
+
+def _is_setting_name(source: str | Path) -> bool:
+    """A bare word such as ``demo`` names a setting; a path or a .yaml/.yml name is a file."""
+    return (isinstance(source, str) and "/" not in source and os.sep not in source
+            and not source.endswith((".yaml", ".yml")))
 
 
 def _exponent_float(text: str) -> float | str:
@@ -239,87 +367,68 @@ def _exponent_float(text: str) -> float | str:
     return value if math.isfinite(value) else text
 
 
-def _merge(base: dict, update: dict, source: str, prefix: str = "") -> None:
+def _check(key: Key, dotted: str, value: Any, source: str, like: Any) -> None:
+    """``like``: a valid value to show in the type error, the one the value would replace."""
+    if not key.accepts(value):
+        raise ConfigError(f"{source}: key '{dotted}' must be {key.type.__name__} (like {like!r}), "
+                          f"got {value!r}")
+    if key.choices is not None and value not in key.choices:
+        raise ConfigError(f"{source}: key '{dotted}' must be one of {key.choices}, got {value!r}")
+    if key.check is not None and not key.check.ok(value):
+        raise ConfigError(f"{source}: key '{dotted}' must {key.check.rule}, got {value!r}")
+
+
+def _merge(cfg: dict, update: Any, source: str, schema: Mapping[str, Key | Section] = SCHEMA,
+           prefix: str = "") -> None:
+    """Set the keys of ``update`` in ``cfg``, each checked as it is set so that errors name ``source``."""
     if not isinstance(update, dict):
         raise ConfigError(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {update!r}")
-    for key, value in update.items():
-        dotted = f"{prefix}{key}"
-        if key not in base:
-            known = ", ".join(sorted(base))
-            raise ConfigError(f"{source}: unknown key '{dotted}' (known keys here: {known})")
-        if isinstance(base[key], dict):
-            _merge(base[key], value, source, dotted + ".")
+    for name, value in update.items():
+        dotted = f"{prefix}{name}"
+        entry = schema.get(name)
+        if entry is None:
+            raise ConfigError(f"{source}: unknown key '{dotted}' (known keys here: {', '.join(sorted(schema))})")
+        if isinstance(entry, Section):
+            _merge(cfg[name], value, source, entry.keys, dotted + ".")
             continue
-        if isinstance(base[key], float) and isinstance(value, str):
+        if entry.type is float and isinstance(value, str):
             value = _exponent_float(value)
-        if not _type_ok(base[key], value):
-            raise ConfigError(
-                f"{source}: key '{dotted}' must be {type(base[key]).__name__} (like {base[key]!r}), got {value!r}")
-        base[key] = float(value) if isinstance(base[key], float) else value
-
-
-def _flatten(cfg: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:
-    for key, value in cfg.items():
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
+        _check(entry, dotted, value, source, like=cfg[name])
+        cfg[name] = float(value) if entry.type is float else value
 
 
 def validate(cfg: dict, source: str = "config") -> None:
-    """Check values that have the right type but cannot work."""
-    for key, value in _flatten(cfg):
-        if key in CHOICES and value not in CHOICES[key]:
-            raise ConfigError(f"{source}: key '{key}' must be one of {CHOICES[key]}, got {value!r}")
-        if key in POSITIVE and not value > 0:
-            raise ConfigError(f"{source}: key '{key}' must be > 0, got {value!r}")
-        if key in NON_NEGATIVE and value < 0:
-            raise ConfigError(f"{source}: key '{key}' must be >= 0, got {value!r}")
-        if key in UNIT_INTERVAL and not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{source}: key '{key}' must lie in [0, 1], got {value!r}")
-    for key in ("cam.strides", "irn.strides", "wsol.strides"):
-        section, name = key.split(".")
-        strides = cfg[section][name]
-        if len(strides) != 4 or any(s not in (1, 2) for s in strides):
-            raise ConfigError(f"{source}: key '{key}' must be four strides of 1 or 2, got {strides!r}")
-    for key in ("cam.resize_long", "irn.resize_scale", "deeplab.scale_range"):
-        section, name = key.split(".")
-        low_high = cfg[section][name]
-        if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1]:
-            raise ConfigError(f"{source}: key '{key}' must be [low, high] with 0 < low <= high, got {low_high!r}")
-    for key in ("cam.scales", "deeplab.scales", "deeplab.eval_scales"):
-        section, name = key.split(".")
-        if not cfg[section][name] or any(not s > 0 for s in cfg[section][name]):
-            raise ConfigError(f"{source}: key '{key}' must be a non-empty list of positive scales")
+    """Check every key of a whole configuration against the schema (type and allowed values).
 
-
-def _default(key: str) -> Any:
-    node: Any = DEFAULTS
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+    ``load_config`` checks each value as it merges it; this is for a
+    configuration built or changed some other way.
+    """
+    for dotted, key in _KEYS.items():
+        node: Any = cfg
+        for part in dotted.split("."):
+            node = node[part]
+        _check(key, dotted, node, source, like=key.default)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``a.b=value`` -> ('a.b', value parsed as YAML, so 0.1, true, [1, 2] work).
 
-    A key whose default is a string takes the text as written, so paths such
-    as ``{run_dir}/cam/backbone.pth`` (a YAML mapping) or ``2024`` need no
+    A key of type str takes the text as written, so paths such as
+    ``{run_dir}/cam/backbone.pth`` (a YAML mapping) or ``2024`` need no
     quoting; quoted text is still unquoted as YAML does.
     """
     if "=" not in text:
         raise ConfigError(f"override '{text}' must look like key=value (e.g. cam.lr=0.05)")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if isinstance(_default(key), str) and not raw.startswith(("'", '"')):
-        return key, raw
+    dotted, raw = text.split("=", 1)
+    dotted = dotted.strip()
+    key = _KEYS.get(dotted)
+    if key is not None and key.type is str and not raw.startswith(("'", '"')):
+        return dotted, raw
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from exc
-    return key, value
+    return dotted, value
 
 
 def warn_about(cfg: dict) -> list[str]:
@@ -343,13 +452,18 @@ def _nest(key: str, value: Any) -> dict:
     return node
 
 
-def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> dict:
-    """Defaults <- YAML file <- ``key=value`` overrides, validated."""
+def load_config(source: str | Path | None, overrides: Iterable[str] = ()) -> dict:
+    """Defaults <- a setting <- ``key=value`` overrides, every value checked.
+
+    ``source`` is a setting name (``demo``: no path separator, no .yaml/.yml
+    suffix), a YAML file, or None for the defaults alone.
+    """
     cfg = copy.deepcopy(DEFAULTS)
-    if path is not None:
-        path = Path(path)
+    if source is not None:
+        path = setting_path(source) if _is_setting_name(source) else Path(source)
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist (settings live in pipelines/configs/*.yaml)")
+            raise ConfigError(f"config file {path} does not exist; the settings ({', '.join(setting_names())}) "
+                              f"live in {SETTINGS_DIR} and are given by name")
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
@@ -358,10 +472,63 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> dict:
     for text in overrides:
         key, value = parse_override(text)
         _merge(cfg, _nest(key, value), f"override '{text}'")
-    validate(cfg, str(path) if path else "config")
     warn_about(cfg)
     return cfg
 
 
 def dump_config(cfg: dict) -> str:
+    """YAML of a configuration in declaration order, as written to each stage's log folder."""
     return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def _markdown_value(value: Any) -> str:
+    """A default as it is written in a setting file."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_markdown_value(item) for item in value) + "]"
+    return str(value) if value != "" else '""'
+
+
+def _cell(text: str) -> str:
+    # a table cell is inline markdown: | would end the cell, <word> read as an HTML tag, ** as emphasis
+    return re.sub(r"([\\|*]|<(?=\w))", r"\\\1", text)
+
+
+def _allowed(key: Key) -> str:
+    if key.choices is not None:
+        return ", ".join(f"`{choice}`" for choice in key.choices)
+    return f"{key.type.__name__} {key.check.allowed}" if key.check is not None else key.type.__name__
+
+
+def _table(keys: Iterable[tuple[str, Key]]) -> list[str]:
+    lines = ["| Key | Default | Allowed | Description |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{dotted}` | `{_markdown_value(key.default)}` | {_cell(_allowed(key))} | {_cell(key.doc)} |"
+              for dotted, key in keys]
+    return lines
+
+
+def reference_markdown() -> str:
+    """docs/configuration.md: per section a table of every key's default, allowed values and meaning."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated from the schema in irnet_moana/config.py by `python tools/config_reference.py`; "
+        "edit the schema, not this file. -->",
+        "",
+        "A run reads the defaults below (IRNet's PASCAL VOC 2012 recipe), then one setting, then `--set` "
+        "overrides. A setting is a YAML file that states only what differs: a name picks a shipped one from "
+        "`irnet_moana/configs` (`python pipelines/train_wsol.py cub`), `--config FILE` any other.",
+        "`--set key=value` (repeatable) changes one key on top; the value is read as YAML (`0.05`, `true`, "
+        "`[1.0, 0.5]`), except for `str` keys, which take it as written "
+        "(`--set irn.weights={run_dir}/cam/backbone.pth`). Unknown keys, wrong types and values outside "
+        "*Allowed* are errors that name the key.",
+        "",
+        "## Top level",
+        "",
+        *_table((name, entry) for name, entry in SCHEMA.items() if isinstance(entry, Key)),
+    ]
+    for name, entry in SCHEMA.items():
+        if isinstance(entry, Section):
+            lines += ["", f"## {name}", "", _cell(entry.doc), "", *_table(_keys(entry.keys, f"{name}."))]
+    return "\n".join(lines) + "\n"

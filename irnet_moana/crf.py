@@ -8,8 +8,9 @@ Two stages use it with different settings:
   (deeplab-pytorch's ``DenseCRF``): :func:`dense_crf` with
   :data:`DEEPLAB_TEST`.
 
-Both settings are plain data (:class:`CRFParams`) passed as keyword
-arguments, e.g. ``dense_crf(image, probs, **DEEPLAB_TEST.kwargs())``.
+Both settings are one :class:`CRFParams` object each, e.g.
+``dense_crf(image, probs, DEEPLAB_TEST)``; vary one value with
+``dataclasses.replace(IRN_LABELS, iterations=5)``.
 """
 from __future__ import annotations
 
@@ -41,8 +42,8 @@ class CRFParams:
     bilateral_srgb: float
     bilateral_compat: float
 
-    def kwargs(self) -> dict[str, Any]:
-        """The parameters as keyword arguments for :func:`dense_crf` / :func:`crf_labels`."""
+    def as_dict(self) -> dict[str, Any]:
+        """The parameters by name, e.g. to record them with a result."""
         return asdict(self)
 
 
@@ -77,41 +78,23 @@ def _check_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def _mean_field(
-    image: np.ndarray,
-    unary: np.ndarray,
-    iterations: int,
-    gaussian_sxy: float,
-    gaussian_compat: float,
-    bilateral_sxy: float,
-    bilateral_srgb: float,
-    bilateral_compat: float,
-) -> np.ndarray:
+def _mean_field(image: np.ndarray, unary: np.ndarray, params: CRFParams) -> np.ndarray:
     """Run mean-field inference from a (C, H*W) unary; return the (C, H, W) posterior."""
-    if iterations < 0:
-        raise ValueError(f"iterations must be >= 0, got {iterations}")
+    if params.iterations < 0:
+        raise ValueError(f"iterations must be >= 0, got {params.iterations}")
     height, width = image.shape[:2]
     n_labels = unary.shape[0]
     crf = dcrf.DenseCRF2D(width, height, n_labels)
     crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
-    crf.addPairwiseGaussian(sxy=gaussian_sxy, compat=gaussian_compat)
+    crf.addPairwiseGaussian(sxy=params.gaussian_sxy, compat=params.gaussian_compat)
     crf.addPairwiseBilateral(
-        sxy=bilateral_sxy, srgb=bilateral_srgb, rgbim=image, compat=bilateral_compat
+        sxy=params.bilateral_sxy, srgb=params.bilateral_srgb, rgbim=image, compat=params.bilateral_compat
     )
-    posterior = crf.inference(iterations)
+    posterior = crf.inference(params.iterations)
     return np.asarray(posterior, dtype=np.float32).reshape(n_labels, height, width)
 
 
-def dense_crf(
-    image: np.ndarray,
-    probs: np.ndarray,
-    iterations: int = DEEPLAB_TEST.iterations,
-    gaussian_sxy: float = DEEPLAB_TEST.gaussian_sxy,
-    gaussian_compat: float = DEEPLAB_TEST.gaussian_compat,
-    bilateral_sxy: float = DEEPLAB_TEST.bilateral_sxy,
-    bilateral_srgb: float = DEEPLAB_TEST.bilateral_srgb,
-    bilateral_compat: float = DEEPLAB_TEST.bilateral_compat,
-) -> np.ndarray:
+def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams = DEEPLAB_TEST) -> np.ndarray:
     """Refine class probabilities with a dense CRF.
 
     Args:
@@ -119,10 +102,8 @@ def dense_crf(
         probs: class probabilities, shape (C, H, W) (e.g. a softmax); the
             unary is ``-log(probs)`` with probabilities clipped to
             :data:`PROB_CLIP`.
-        iterations: mean-field iterations (0 returns the normalised input).
-        gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb,
-            bilateral_compat: kernel parameters, see :class:`CRFParams`;
-            defaults are :data:`DEEPLAB_TEST`.
+        params: iterations (0 returns the normalised input) and kernel
+            parameters; default :data:`DEEPLAB_TEST`.
 
     Returns:
         float32 posterior, shape (C, H, W), summing to 1 over C at each pixel.
@@ -132,10 +113,7 @@ def dense_crf(
         raise ValueError(f"probs must have shape (C, H, W), got {probs.shape}")
     image = _check_image(image, probs.shape[1], probs.shape[2])
     unary = unary_from_softmax(probs.astype(np.float32), clip=PROB_CLIP)
-    return _mean_field(
-        image, unary, iterations, gaussian_sxy, gaussian_compat,
-        bilateral_sxy, bilateral_srgb, bilateral_compat,
-    )
+    return _mean_field(image, unary, params)
 
 
 def crf_labels(
@@ -143,12 +121,7 @@ def crf_labels(
     labels: np.ndarray,
     n_labels: int,
     gt_prob: float = IRN_LABELS_GT_PROB,
-    iterations: int = IRN_LABELS.iterations,
-    gaussian_sxy: float = IRN_LABELS.gaussian_sxy,
-    gaussian_compat: float = IRN_LABELS.gaussian_compat,
-    bilateral_sxy: float = IRN_LABELS.bilateral_sxy,
-    bilateral_srgb: float = IRN_LABELS.bilateral_srgb,
-    bilateral_compat: float = IRN_LABELS.bilateral_compat,
+    params: CRFParams = IRN_LABELS,
 ) -> np.ndarray:
     """Refine a hard label map with a dense CRF (IRNet's ``crf_inference_label``).
 
@@ -161,9 +134,7 @@ def crf_labels(
         labels: integer label map, shape (H, W), values in ``0..n_labels-1``.
         n_labels: number of labels (at least 2).
         gt_prob: confidence in the given labels, in (0, 1).
-        iterations, gaussian_sxy, gaussian_compat, bilateral_sxy,
-            bilateral_srgb, bilateral_compat: see :class:`CRFParams`;
-            defaults are :data:`IRN_LABELS`.
+        params: iterations and kernel parameters; default :data:`IRN_LABELS`.
 
     Returns:
         int64 label map, shape (H, W): the argmax of the CRF posterior.
@@ -183,8 +154,5 @@ def crf_labels(
         )
     image = _check_image(image, labels.shape[0], labels.shape[1])
     unary = unary_from_labels(labels, n_labels, gt_prob=gt_prob, zero_unsure=False)
-    posterior = _mean_field(
-        image, unary, iterations, gaussian_sxy, gaussian_compat,
-        bilateral_sxy, bilateral_srgb, bilateral_compat,
-    )
+    posterior = _mean_field(image, unary, params)
     return np.argmax(posterior, axis=0)

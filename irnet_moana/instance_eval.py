@@ -33,7 +33,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from . import io
-from .data.voc import OBJECT_DIR, DatasetError
+from .data.voc import OBJECT_DIR, VOC_CLASSES, DatasetError
 
 IOU_THRESHOLDS = (0.25, 0.5, 0.75)
 CLASS_DIR = "SegmentationClass"
@@ -247,7 +247,7 @@ def _load_pair(pred_dir: Path, gt_root: Path, stem: str, num_classes: int) -> tu
 
 
 def score_instance_folder(pred_dir: str | Path, gt_root: str | Path, stems: Sequence[str] | None = None,
-                          class_names: Sequence[str] = io.VOC_CLASSES,
+                          class_names: Sequence[str] = VOC_CLASSES,
                           iou_thresholds: Sequence[float] = IOU_THRESHOLDS) -> dict:
     """mAP^r of the instances saved in ``pred_dir`` against a VOC devkit root, in percent.
 

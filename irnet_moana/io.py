@@ -14,16 +14,11 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple
 
 import numpy as np
 from PIL import Image
 
-VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
-    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
-    "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)
 IGNORE = 255
 
 
@@ -39,6 +34,10 @@ def voc_palette() -> np.ndarray:
             c >>= 3
         palette[index] = (r, g, b)
     return palette
+
+
+class DatasetError(RuntimeError):
+    """The dataset on disk does not have the layout or content a stage needs."""
 
 
 class CorruptFileError(RuntimeError):

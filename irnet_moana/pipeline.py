@@ -6,6 +6,7 @@ stages always resume from their last checkpoint.
 """
 from __future__ import annotations
 
+import copy
 import shutil
 import socket
 import time
@@ -13,14 +14,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import io
-from .config import load_config
-from .data.voc import LIST_DIR, check_layout
-from .run import PRECISIONS, TIMINGS, package_versions
+import torch
+from PIL import Image
+from torchvision import models
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "pipelines" / "configs"
-BASELINE_DIR = "plain_cam"
+from deeplab import evaluate as eval_deeplab
+from deeplab import train as train_deeplab
+
+from . import io
+from .config import dump_config, load_config
+from .data.synthetic import generate_cub_demo, generate_voc_demo
+from .data.voc import LIST_DIR, check_layout
+from .outputs import (EVAL_CAMS, EVAL_DEEPLAB, EVAL_INSTANCES, EVAL_MASKRCNN, EVAL_PSEUDO_MASKS, EVAL_WSOL, FIGURES,
+                      METRICS, PLAIN_CAM, PRECISIONS, REPORT, SUMMARY, TIMINGS)
+from .run import package_versions
+from .stages import (eval_cams, eval_instances, eval_masks, eval_wsol, make_cams, make_instance_masks, make_ir_labels,
+                     make_pseudo_masks, train_cam, train_irn, train_maskrcnn, train_wsol, visualize)
+from .wsol.metadata import convert_cub
 
 
 class MissingRequirements(RuntimeError):
@@ -35,12 +45,6 @@ class Stage:
     baseline: bool = False  # runs with MoANA off in <run_dir>/plain_cam
 
 
-def _stage_modules():
-    from .stages import (eval_cams, eval_instances, eval_masks, make_cams, make_instance_masks, make_ir_labels,
-                         make_pseudo_masks, train_cam, train_irn, train_maskrcnn)
-
-    return (eval_cams, eval_instances, eval_masks, make_cams, make_instance_masks, make_ir_labels, make_pseudo_masks,
-            train_cam, train_irn, train_maskrcnn)
 
 
 def _prepare_demo(cfg: dict) -> None:
@@ -48,8 +52,6 @@ def _prepare_demo(cfg: dict) -> None:
     if (root / LIST_DIR / "train_aug.txt").is_file():
         print(f"[prepare] demo data present at {root}")
         return
-    from .data.synthetic import generate_voc_demo
-
     summary = generate_voc_demo(root, seed=cfg["seed"])
     print(f"[prepare] generated the synthetic benchmark in {root}: {summary['train_aug']} train_aug, "
           f"{summary['val']} val images")
@@ -60,16 +62,13 @@ def _prepare_demo_wsol(cfg: dict) -> None:
     if (metadata / cfg["wsol"]["eval_split"] / "image_ids.txt").is_file():
         print(f"[prepare] demo WSOL data present at {metadata}")
         return
-    from .data.synthetic import generate_cub_demo
-    from .wsol.metadata import convert_cub
-
     root = Path(cfg["wsol"]["image_root"]).parent
     generate_cub_demo(root, seed=cfg["seed"])
     convert_cub(root, metadata)
     print(f"[prepare] generated the synthetic CUB-style set in {root}, metadata in {metadata}")
 
 
-def _optional_maskrcnn(train_maskrcnn) -> Callable[[dict], None]:
+def _optional_maskrcnn() -> Callable[[dict], None]:
     def action(cfg: dict) -> None:
         if cfg["maskrcnn"]["enabled"]:
             train_maskrcnn.run(cfg, resume=True)
@@ -79,83 +78,66 @@ def _optional_maskrcnn(train_maskrcnn) -> Callable[[dict], None]:
 
 
 def wsss_stages(with_baseline: bool, prepare: Callable[[dict], None] | None = None) -> list[Stage]:
-    (eval_cams, eval_instances, eval_masks, make_cams, make_instance_masks, make_ir_labels, make_pseudo_masks,
-     train_cam, train_irn, train_maskrcnn) = _stage_modules()
-    from deeplab import evaluate as deeplab_eval
-    from deeplab import train as deeplab_train
-
-    from . import visualize
-
     stages = [Stage("prepare", prepare, ())] if prepare else []
     if with_baseline:
         stages += [
-            Stage("train_cam_plain", lambda c: train_cam.run(c, resume=True), (train_cam.OUT,), baseline=True),
-            Stage("make_cams_plain", make_cams.run, (make_cams.OUT,), baseline=True),
-            Stage("eval_cams_plain", eval_cams.run, ("metrics/eval_cams.json",), baseline=True),
+            Stage("train_cam_plain", lambda c: train_cam.run(c, resume=True), train_cam.OUTPUTS, baseline=True),
+            Stage("make_cams_plain", make_cams.run, make_cams.OUTPUTS, baseline=True),
+            Stage("eval_cams_plain", eval_cams.run, eval_cams.OUTPUTS, baseline=True),
         ]
     stages += [
-        Stage("train_cam", lambda c: train_cam.run(c, resume=True), (train_cam.OUT,)),
-        Stage("make_cams", make_cams.run, (make_cams.OUT,)),
-        Stage("eval_cams", eval_cams.run, ("metrics/eval_cams.json",)),
-        Stage("make_ir_labels", make_ir_labels.run, (make_ir_labels.OUT,)),
-        Stage("train_irn", lambda c: train_irn.run(c, resume=True), (train_irn.OUT,)),
-        Stage("make_pseudo_masks", make_pseudo_masks.run, (make_pseudo_masks.OUT,)),
-        Stage("eval_masks", eval_masks.run, ("metrics/eval_pseudo_masks.json",)),
-        Stage("make_instance_masks", make_instance_masks.run,
-              (make_instance_masks.OUT, make_instance_masks.BASELINE_OUT, make_instance_masks.COCO)),
-        Stage("eval_instances", eval_instances.run, (f"{eval_instances.OUT}/{eval_instances.METRICS}",)),
-        Stage("train_maskrcnn", _optional_maskrcnn(train_maskrcnn),
-              (train_maskrcnn.OUT, f"{train_maskrcnn.METRICS_DIR}/{train_maskrcnn.METRICS}")),
-        Stage("train_deeplab", lambda c: deeplab_train.run(c, resume=True), (deeplab_train.OUT,)),
-        Stage("eval_deeplab", deeplab_eval.run,
-              tuple(f"{deeplab_train.OUT}/{folder}" for folder in deeplab_eval.SETTINGS) +
-              (f"metrics/{deeplab_eval.METRICS}",)),
-        Stage("visualize", visualize.run, ("figures",)),
+        Stage("train_cam", lambda c: train_cam.run(c, resume=True), train_cam.OUTPUTS),
+        Stage("make_cams", make_cams.run, make_cams.OUTPUTS),
+        Stage("eval_cams", eval_cams.run, eval_cams.OUTPUTS),
+        Stage("make_ir_labels", make_ir_labels.run, make_ir_labels.OUTPUTS),
+        Stage("train_irn", lambda c: train_irn.run(c, resume=True), train_irn.OUTPUTS),
+        Stage("make_pseudo_masks", make_pseudo_masks.run, make_pseudo_masks.OUTPUTS),
+        Stage("eval_masks", eval_masks.run, eval_masks.OUTPUTS),
+        Stage("make_instance_masks", make_instance_masks.run, make_instance_masks.OUTPUTS),
+        Stage("eval_instances", eval_instances.run, eval_instances.OUTPUTS),
+        Stage("train_maskrcnn", _optional_maskrcnn(), train_maskrcnn.OUTPUTS),
+        Stage("train_deeplab", lambda c: train_deeplab.run(c, resume=True), train_deeplab.OUTPUTS),
+        Stage("eval_deeplab", eval_deeplab.run, eval_deeplab.OUTPUTS),
+        Stage("visualize", visualize.run, visualize.OUTPUTS),
     ]
     return stages
 
 
 def wsol_stages(with_baseline: bool, prepare: Callable[[dict], None] | None = None) -> list[Stage]:
-    from .stages import eval_wsol, train_wsol
-
-    wsol_eval_outputs = (f"{train_wsol.OUT}/{eval_wsol.SCOREMAPS}", f"{train_wsol.OUT}/{eval_wsol.PREDICTIONS}",
-                         "metrics/eval_wsol.json", str(eval_wsol.FIGURE))
     stages = [Stage("prepare", prepare, ())] if prepare else []
     if with_baseline:
         stages += [
-            Stage("train_wsol_plain", lambda c: train_wsol.run(c, resume=True), (train_wsol.OUT,), baseline=True),
-            Stage("eval_wsol_plain", eval_wsol.run, wsol_eval_outputs, baseline=True),
+            Stage("train_wsol_plain", lambda c: train_wsol.run(c, resume=True), train_wsol.OUTPUTS, baseline=True),
+            Stage("eval_wsol_plain", eval_wsol.run, eval_wsol.OUTPUTS, baseline=True),
         ]
     stages += [
-        Stage("train_wsol", lambda c: train_wsol.run(c, resume=True), (train_wsol.OUT,)),
-        Stage("eval_wsol", eval_wsol.run, wsol_eval_outputs),
+        Stage("train_wsol", lambda c: train_wsol.run(c, resume=True), train_wsol.OUTPUTS),
+        Stage("eval_wsol", eval_wsol.run, eval_wsol.OUTPUTS),
     ]
     return stages
 
 
 @dataclass
 class Setting:
-    config: str
+    """A setting file of the same name (irnet_moana/configs/<name>.yaml) and the stages it runs."""
     kind: str  # wsss | wsol
     stages: Callable[[], list[Stage]] = field(repr=False)
 
 
 SETTINGS: dict[str, Setting] = {
-    "demo": Setting("demo.yaml", "wsss", lambda: wsss_stages(True, _prepare_demo)),
-    "voc12": Setting("voc12.yaml", "wsss", lambda: wsss_stages(False)),
-    "voc12_moana": Setting("voc12_moana.yaml", "wsss", lambda: wsss_stages(False)),
-    "demo-wsol": Setting("demo_wsol.yaml", "wsol", lambda: wsol_stages(True, _prepare_demo_wsol)),
-    "cub": Setting("cub.yaml", "wsol", lambda: wsol_stages(False)),
-    "ilsvrc": Setting("ilsvrc.yaml", "wsol", lambda: wsol_stages(False)),
+    "demo": Setting("wsss", lambda: wsss_stages(True, _prepare_demo)),
+    "voc12": Setting("wsss", lambda: wsss_stages(False)),
+    "voc12-moana": Setting("wsss", lambda: wsss_stages(False)),
+    "demo-wsol": Setting("wsol", lambda: wsol_stages(True, _prepare_demo_wsol)),
+    "cub": Setting("wsol", lambda: wsol_stages(False)),
+    "ilsvrc": Setting("wsol", lambda: wsol_stages(False)),
 }
 
 
 def baseline_config(cfg: dict) -> dict:
     """The plain-CAM baseline: the same setting with MoANA off, in its own run directory."""
-    import copy
-
     base = copy.deepcopy(cfg)
-    base["run_dir"] = str(Path(cfg["run_dir"]) / BASELINE_DIR)
+    base["run_dir"] = str(Path(cfg["run_dir"]) / PLAIN_CAM)
     base["cam"]["moana"] = False
     base["cam"]["infer_list"] = cfg["data"]["eval_list"]
     base["wsol"]["moana"] = False
@@ -163,9 +145,6 @@ def baseline_config(cfg: dict) -> dict:
 
 
 def _imagenet_file(arch: str) -> Path:
-    import torch
-    from torchvision import models
-
     weights = models.get_model_weights(arch).IMAGENET1K_V1
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
 
@@ -215,8 +194,6 @@ def _disk_problem(cfg: dict) -> list[str]:
     sample = next(iter(sorted((root / "JPEGImages").glob("*.jpg"))), None)
     pixels = 500 * 375
     if sample is not None:
-        from PIL import Image
-
         with Image.open(sample) as image:
             pixels = image.width * image.height
     needed = int(count * pixels * 1.5 * 4 * 1.1)
@@ -283,7 +260,7 @@ def run_setting(setting: str, overrides: list[str], run_dir: str | None = None, 
     if setting not in SETTINGS:
         raise MissingRequirements(f"unknown setting '{setting}'; choose one of {', '.join(SETTINGS)}")
     spec = SETTINGS[setting]
-    cfg = load_config(CONFIGS / spec.config, overrides)
+    cfg = load_config(setting, overrides)
     if run_dir:
         cfg["run_dir"] = run_dir
     check_requirements(setting, cfg)
@@ -315,30 +292,30 @@ def _metric(path: Path, *keys: str) -> float | None:
 
 def summary_rows(cfg: dict, kind: str) -> list[tuple[str, float | None]]:
     run_dir = Path(cfg["run_dir"])
-    metrics, base = run_dir / "metrics", run_dir / BASELINE_DIR / "metrics"
+    metrics, base = run_dir / METRICS, run_dir / PLAIN_CAM / METRICS
     if kind == "wsss":
         return [
-            ("seed mIoU, plain CAM", _metric(base / "eval_cams.json", "miou")),
-            ("seed mIoU, MoANA", _metric(metrics / "eval_cams.json", "miou")),
-            ("pseudo-mask mIoU", _metric(metrics / "eval_pseudo_masks.json", "miou")),
-            ("instance mAP^r 50, IRNet", _metric(metrics / "eval_instances.json", "irnet", "0.5", "map")),
-            ("instance mAP^r 75, IRNet", _metric(metrics / "eval_instances.json", "irnet", "0.75", "map")),
+            ("seed mIoU, plain CAM", _metric(base / EVAL_CAMS, "miou")),
+            ("seed mIoU, MoANA", _metric(metrics / EVAL_CAMS, "miou")),
+            ("pseudo-mask mIoU", _metric(metrics / EVAL_PSEUDO_MASKS, "miou")),
+            ("instance mAP^r 50, IRNet", _metric(metrics / EVAL_INSTANCES, "irnet", "0.5", "map")),
+            ("instance mAP^r 75, IRNet", _metric(metrics / EVAL_INSTANCES, "irnet", "0.75", "map")),
             ("instance mAP^r 50, semantic components",
-             _metric(metrics / "eval_instances.json", "baseline", "0.5", "map")),
+             _metric(metrics / EVAL_INSTANCES, "baseline", "0.5", "map")),
             ("instance mAP^r 75, semantic components",
-             _metric(metrics / "eval_instances.json", "baseline", "0.75", "map")),
-            ("Mask R-CNN val mAP^r 50", _metric(metrics / "eval_maskrcnn.json", "maskrcnn", "0.5", "map")),
-            ("Mask R-CNN val mAP^r 75", _metric(metrics / "eval_maskrcnn.json", "maskrcnn", "0.75", "map")),
-            ("DeepLab val mIoU", _metric(metrics / "eval_deeplab.json", "single_scale", "miou")),
-            ("DeepLab val mIoU, MS+flip", _metric(metrics / "eval_deeplab.json", "multi_scale_flip", "miou")),
-            ("DeepLab val mIoU, MS+flip+CRF", _metric(metrics / "eval_deeplab.json", "multi_scale_flip_crf", "miou")),
+             _metric(metrics / EVAL_INSTANCES, "baseline", "0.75", "map")),
+            ("Mask R-CNN val mAP^r 50", _metric(metrics / EVAL_MASKRCNN, "maskrcnn", "0.5", "map")),
+            ("Mask R-CNN val mAP^r 75", _metric(metrics / EVAL_MASKRCNN, "maskrcnn", "0.75", "map")),
+            ("DeepLab val mIoU", _metric(metrics / EVAL_DEEPLAB, "single_scale", "miou")),
+            ("DeepLab val mIoU, MS+flip", _metric(metrics / EVAL_DEEPLAB, "multi_scale_flip", "miou")),
+            ("DeepLab val mIoU, MS+flip+CRF", _metric(metrics / EVAL_DEEPLAB, "multi_scale_flip_crf", "miou")),
         ]
     rows = []
     for label, folder in (("plain CAM", base), ("MoANA", metrics)):
         for key, name in (("MaxBoxAccV2", "MaxBoxAccV2"), ("gt_known_loc", "GT-known Loc"),
                           ("top1_loc", "Top-1 Loc"), ("top5_loc", "Top-5 Loc")):
-            rows.append((f"{name}, {label}", _metric(folder / "eval_wsol.json", key)))
-    rows.append(("GT-known Loc, centre-box baseline", _metric(metrics / "eval_wsol.json", "centre_baseline",
+            rows.append((f"{name}, {label}", _metric(folder / EVAL_WSOL, key)))
+    rows.append(("GT-known Loc, centre-box baseline", _metric(metrics / EVAL_WSOL, "centre_baseline",
                                                               "gt_known_loc")))
     return rows
 
@@ -346,7 +323,7 @@ def summary_rows(cfg: dict, kind: str) -> list[tuple[str, float | None]]:
 def _stage_records(run_dir: Path, filename: str) -> dict[str, Any]:
     """A run-wide per-stage record (timings, precisions) of the run and of its plain-CAM baseline."""
     records = {}
-    for folder, prefix in ((run_dir / BASELINE_DIR, f"{BASELINE_DIR}/"), (run_dir, "")):
+    for folder, prefix in ((run_dir / PLAIN_CAM, f"{PLAIN_CAM}/"), (run_dir, "")):
         if io.output_is_valid(folder / filename):
             records.update({prefix + k: v for k, v in io.read_json(folder / filename).items()})
     return records
@@ -359,11 +336,11 @@ def summarize(setting: str, cfg: dict, seconds: float) -> dict:
     timings, precisions = (_stage_records(run_dir, name) for name in (TIMINGS, PRECISIONS))
     summary = {"setting": setting, "metrics": dict(rows), "stage_seconds": timings, "stage_precision": precisions,
                "this_invocation_seconds": round(seconds, 1), "versions": package_versions()}
-    io.write_json(run_dir / "metrics.json", summary)
+    io.write_json(run_dir / SUMMARY, summary)
     width = max([len(n) for n, _ in rows] + [10])
     table = "\n".join(f"{name:<{width}}  {value:6.1f}" for name, value in rows)
     print(f"\nsummary ({setting}, {run_dir})\n{table}")
-    figures = sorted((run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
+    figures = sorted((run_dir / FIGURES).glob("*.png")) if (run_dir / FIGURES).is_dir() else []
     lines = [f"# Run report: {setting}", "", f"Run directory: `{run_dir}`", "", "| metric | value |", "|---|---|"]
     lines += [f"| {name} | {value:.1f} |" for name, value in rows]
     lines += ["", "## Wall time per stage (s)", "", "| stage | seconds |", "|---|---|"]
@@ -372,11 +349,9 @@ def summarize(setting: str, cfg: dict, seconds: float) -> dict:
         lines += ["", "## Precision per stage", "", "| stage | precision | why |", "|---|---|---|"]
         lines += [f"| {k} | {v['precision']} | {v['reason']} |" for k, v in precisions.items()]
     if figures:
-        lines += ["", "## Figures", ""] + [f"![{f.stem}](figures/{f.name})" for f in figures]
-    from .config import dump_config
-
+        lines += ["", "## Figures", ""] + [f"![{f.stem}]({FIGURES}/{f.name})" for f in figures]
     lines += ["", "## Configuration", "", "```yaml", dump_config(cfg).rstrip(), "```", "", "## Versions", ""]
     lines += [f"- {k}: {v}" for k, v in summary["versions"].items()]
-    io.write_text(run_dir / "report.md", "\n".join(lines) + "\n")
-    print(f"wrote {run_dir / 'metrics.json'} and {run_dir / 'report.md'}")
+    io.write_text(run_dir / REPORT, "\n".join(lines) + "\n")
+    print(f"wrote {run_dir / SUMMARY} and {run_dir / REPORT}")
     return summary

@@ -11,17 +11,17 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from . import config as config_lib
 from . import distributed, io
+from .outputs import LOGS, PRECISIONS, TIMINGS
 from .precision import Precision, choose
 
-TIMINGS = "timings.json"  # stage -> wall seconds, for the run's summary
-PRECISIONS = "precision.json"  # stage -> precision and why
 PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pillow", "opencv-python-headless",
             "segmentation-models-pytorch", "pydensecrf2", "pyyaml")
 
@@ -121,8 +121,8 @@ def start_run(cfg: dict, stage: str, run_dir: str | Path | None = None, precisio
         handler.close()
     if distributed.is_main():
         fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-        (run_path / "logs").mkdir(exist_ok=True)
-        file_handler = logging.FileHandler(run_path / "logs" / f"{stage}.log")
+        (run_path / LOGS).mkdir(exist_ok=True)
+        file_handler = logging.FileHandler(run_path / LOGS / f"{stage}.log")
         file_handler.setFormatter(fmt)
         console = logging.StreamHandler(sys.stdout)
         console.setFormatter(logging.Formatter("%(message)s"))
@@ -130,8 +130,8 @@ def start_run(cfg: dict, stage: str, run_dir: str | Path | None = None, precisio
         log.addHandler(console)
         if precision is not None:
             log.info("[%s] precision %s (%s)", stage, precision.name, precision.reason)
-        io.write_text(run_path / "logs" / f"{stage}.config.yaml", config_lib.dump_config(cfg))
-        io.write_json(run_path / "logs" / f"{stage}.provenance.json", {
+        io.write_text(run_path / LOGS / f"{stage}.config.yaml", config_lib.dump_config(cfg))
+        io.write_json(run_path / LOGS / f"{stage}.provenance.json", {
             "command": [sys.executable, *sys.argv],
             "cwd": os.getcwd(),
             "git_commit": git_commit(),
@@ -146,3 +146,33 @@ def start_run(cfg: dict, stage: str, run_dir: str | Path | None = None, precisio
     if precision is not None:
         run.record(PRECISIONS, precision.as_dict())
     return run
+
+
+def resolve_weights(value: str, run_dir: Path) -> str:
+    """Weights setting with ``{run_dir}`` replaced, so a setting can reuse an earlier stage's file."""
+    return value.replace("{run_dir}", str(run_dir))
+
+
+def pending(stems: Sequence[str], out_dir: Path, suffix: str, log=None) -> list[str]:
+    """This rank's share of ``stems`` whose output is missing or unreadable.
+
+    A corrupted output left by something else is removed and redone rather
+    than trusted, and so are the temporary files a killed run left behind.
+    """
+    mine = distributed.shard(stems)
+    io.remove_stale_temps(out_dir, {f"{stem}{suffix}" for stem in mine})
+    todo = []
+    for stem in mine:
+        path = out_dir / f"{stem}{suffix}"
+        if io.output_is_valid(path):
+            continue
+        if path.exists():
+            if log is not None:
+                log.warning("redoing corrupt output %s", path)
+            path.unlink()
+        todo.append(stem)
+    return todo
+
+
+def progress(items: Iterable, total: int, desc: str) -> tqdm:
+    return tqdm(items, total=total, desc=desc, disable=not distributed.is_main(), dynamic_ncols=True, leave=False)

@@ -16,15 +16,13 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from . import distributed, io
-from .data.datasets import EpochSampler, collate_training
+from .outputs import CHECKPOINT, MODEL, TENSORBOARD
 from .precision import FP32, Precision
 from .run import Run
-
-CHECKPOINT = "checkpoint.pth"
-FINAL = "model.pth"
-
+from .sampling import EpochSampler, collate_training
 
 class TrainingError(RuntimeError):
     """Training cannot continue (diverged, incompatible checkpoint, ...)."""
@@ -138,7 +136,7 @@ def fit(run: Run, model: nn.Module, param_groups: Iterable[dict], dataset, spec:
     existing checkpoint is an error, so no work is overwritten by accident.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    final_path, ckpt_path = out_dir / FINAL, out_dir / CHECKPOINT
+    final_path, ckpt_path = out_dir / MODEL, out_dir / CHECKPOINT
     if distributed.is_main():
         io.remove_stale_temps(out_dir)  # left by a run killed while writing; only this stage writes here
     if final_path.is_file():
@@ -264,13 +262,12 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 
 def _tensorboard(out_dir: Path):
+    # Deferred: importing TensorBoard takes about 2 s, which the inference stages and the tests do not need.
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+    return SummaryWriter(log_dir=str(out_dir / TENSORBOARD))
 
 
-def _progress(total: int, initial: int, run: Run):
-    from tqdm import tqdm
-
+def _progress(total: int, initial: int, run: Run) -> tqdm:
     return tqdm(total=total, initial=initial, desc=run.stage, disable=not distributed.is_main(),
                 dynamic_ncols=True, leave=False)

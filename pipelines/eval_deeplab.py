@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import _paths  # noqa: F401
-
 from deeplab import evaluate
 from irnet_moana.cli import main_guard, parse, stage_parser
 

@@ -5,8 +5,6 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-import _paths  # noqa: F401
-
 from irnet_moana import io
 from irnet_moana.cli import main_guard
 from irnet_moana.data.voc import class_names, read_list

@@ -5,11 +5,9 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-import _paths  # noqa: F401
-
 from irnet_moana import io
 from irnet_moana.cli import main_guard
-from irnet_moana.data.voc import class_names, read_list
+from irnet_moana.data.voc import VOC_CLASSES, class_names, read_list
 from irnet_moana.evaluation import score_mask_folder
 from irnet_moana.metrics import format_iou_table
 
@@ -28,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if args.classes is None:
-        names = list(io.VOC_CLASSES)
+        names = list(VOC_CLASSES)
     else:
         classes = Path(args.classes)
         names = class_names(classes.parent if classes.is_file() else classes)

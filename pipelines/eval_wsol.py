@@ -1,6 +1,6 @@
 """Evaluate WSOL score maps against box annotations: MaxBoxAccV2, MaxBoxAcc, GT-known / Top-1 / Top-5 Loc.
 
-Model-driven mode (--config, with --set and --run-dir): computes the score map
+Model-driven mode (a setting name or --config FILE, with --set and --run-dir): computes the score map
 (CAM of the ground-truth class) and top-5 classes of every image of
 wsol.eval_split with <run_dir>/wsol/model.pth, saves them under
 <run_dir>/wsol/scoremaps/<split>/ and <run_dir>/wsol/predictions/, evaluates
@@ -23,28 +23,23 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-import _paths  # noqa: F401
-
 from irnet_moana import io
-from irnet_moana.cli import main_guard
-from irnet_moana.config import load_config
+from irnet_moana.cli import add_config_arguments, load, main_guard
+from irnet_moana.stages import eval_wsol
 from irnet_moana.wsol.evaluation import CAM_THRESHOLDS, evaluate_scoremap_dir, format_one_line, format_results
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--scoremap-root", help="folder of score maps, <image id>.npy")
-    source.add_argument("--centre-baseline", action="store_true",
-                        help="evaluate the centre-box baseline (a box over the central half of each image) instead")
-    source.add_argument("--config", help="model-driven mode: setting file (e.g. pipelines/configs/cub.yaml); "
-                                         "score maps come from the run's trained network")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="with --config: override a config key, e.g. --set wsol.moana=false (repeatable)")
-    parser.add_argument("--run-dir", default=None, help="with --config: run directory (default: the config's run_dir)")
+    add_config_arguments(parser)
+    parser.add_argument("--scoremap-root", help="standalone mode: folder of score maps, <image id>.npy")
+    parser.add_argument("--centre-baseline", action="store_true",
+                        help="standalone mode: evaluate the centre-box baseline (a box over the central half of "
+                             "each image) instead")
     parser.add_argument("--metadata-root", default=None,
                         help="metadata folder of the evaluated split (image_ids.txt, class_labels.txt, "
-                             "image_sizes.txt, localization.txt), e.g. metadata/CUB/test; required without --config")
+                             "image_sizes.txt, localization.txt), e.g. metadata/CUB/test; required in the "
+                             "standalone modes")
     parser.add_argument("--predictions", default=None,
                         help="JSON object: image id -> predicted classes best first (top five); "
                              "enables Top-1 / Top-5 Loc")
@@ -63,7 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.config:
+    modes = [name for name, chosen in (("a setting", args.setting or args.config),
+                                       ("--scoremap-root", args.scoremap_root),
+                                       ("--centre-baseline", args.centre_baseline)) if chosen]
+    if len(modes) != 1:
+        parser.error("give one of: a setting name (or --config FILE), --scoremap-root, --centre-baseline"
+                     + (f"; got {', '.join(modes)}" if modes else ""))
+    if args.setting or args.config:
         standalone = [name for name, value in (("--metadata-root", args.metadata_root),
                                                ("--predictions", args.predictions),
                                                ("--threshold-metadata-root", args.threshold_metadata_root),
@@ -74,7 +75,7 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
                          "--config the splits come from the wsol section (e.g. --set wsol.threshold_split=val)")
         return
     if args.overrides or args.run_dir:
-        parser.error("--set and --run-dir need --config")
+        parser.error("--set and --run-dir need a setting")
     if not args.metadata_root:
         parser.error("--metadata-root is required with --scoremap-root or --centre-baseline")
     if args.threshold_scoremap_root and not args.threshold_metadata_root:
@@ -92,14 +93,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(parser, args)
-    if args.config:
-        # Imported here: the standalone modes do not need torch.
-        from irnet_moana.stages import eval_wsol
-
-        cfg = load_config(args.config, args.overrides)
-        if args.run_dir:
-            cfg["run_dir"] = args.run_dir
-        return eval_wsol.run(cfg, out=args.out)
+    if args.setting or args.config:
+        return eval_wsol.run(load(parser, args), out=args.out)
     result = evaluate_scoremap_dir(
         None if args.centre_baseline else args.scoremap_root, args.metadata_root,
         predictions_path=args.predictions,

@@ -6,12 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-import _paths  # noqa: F401
-
-from irnet_moana import io
 from irnet_moana.cli import main_guard
 from irnet_moana.coco_export import export_coco
-from irnet_moana.data.voc import DatasetError, class_names, read_list
+from irnet_moana.data.voc import VOC_CLASSES, DatasetError, class_names, read_list
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     instance_dir, out_path = Path(args.instances), Path(args.out)
     if args.classes is None:
-        names = list(io.VOC_CLASSES)
+        names = list(VOC_CLASSES)
     else:
         classes = Path(args.classes)
         names = class_names(classes.parent if classes.is_file() else classes)

@@ -12,9 +12,10 @@ import argparse
 import json
 from typing import Sequence
 
-import _paths  # noqa: F401
-
 from irnet_moana.cli import main_guard
+from irnet_moana.data.prepare import prepare_voc12
+from irnet_moana.data.synthetic import generate_cub_demo, generate_voc_demo
+from irnet_moana.wsol.metadata import convert_cub, convert_ilsvrc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,15 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if args.dataset == "demo":
-        from irnet_moana.data.synthetic import generate_voc_demo
-
         summary = generate_voc_demo(args.root, seed=args.seed, num_classes=args.num_classes,
                                     image_size=args.image_size, num_train=args.num_train,
                                     num_train_aug_extra=args.num_train_aug_extra, num_val=args.num_val)
     elif args.dataset == "demo-wsol":
-        from irnet_moana.data.synthetic import generate_cub_demo
-        from irnet_moana.wsol.metadata import convert_cub
-
         summary = generate_cub_demo(args.root, seed=args.seed, num_classes=args.num_classes,
                                     image_size=args.image_size, train_per_class=args.train_per_class,
                                     test_per_class=args.test_per_class)
@@ -70,17 +66,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         summary["metadata"] = {split: len(meta.image_ids) for split, meta in convert_cub(args.root, out).items()}
         summary["metadata_root"] = out
     elif args.dataset == "voc12":
-        from irnet_moana.data.prepare import prepare_voc12
-
         summary = prepare_voc12(args.root, args.sbd, args.download)
     elif args.dataset == "cub":
-        from irnet_moana.wsol.metadata import convert_cub
-
         out = args.out or "data/wsol/metadata/CUB"
         summary = {"metadata_root": out, **{s: len(m.image_ids) for s, m in convert_cub(args.root, out).items()}}
     else:
-        from irnet_moana.wsol.metadata import convert_ilsvrc
-
         out = args.out or "data/wsol/metadata/ILSVRC"
         converted = convert_ilsvrc(f"{args.root}/train", args.val_xml or f"{args.root}/Annotations/CLS-LOC/val", out)
         summary = {"metadata_root": out, **{s: len(m.image_ids) for s, m in converted.items()}}

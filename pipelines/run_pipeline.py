@@ -1,14 +1,12 @@
 """Run a setting end to end (what `bash run_all.sh <setting>` calls), resuming where it stopped.
 
-Settings: demo, voc12, voc12_moana, demo-wsol, cub, ilsvrc.
+Settings: demo, demo-wsol, voc12, voc12-moana, cub, ilsvrc (irnet_moana/configs/<name>.yaml).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from typing import Sequence
-
-import _paths  # noqa: F401
 
 from irnet_moana.cli import main_guard
 from irnet_moana.pipeline import SETTINGS, MissingRequirements, run_setting

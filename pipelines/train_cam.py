@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import _paths  # noqa: F401
-
 from irnet_moana.cli import main_guard, parse, stage_parser
 from irnet_moana.stages import train_cam
 

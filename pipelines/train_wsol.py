@@ -3,15 +3,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import _paths  # noqa: F401
-
 from irnet_moana.cli import main_guard, parse, stage_parser
 from irnet_moana.stages import train_wsol
 
 
 def main(argv: Sequence[str] | None = None):
     parser = stage_parser(__doc__)
-    parser.set_defaults(config="pipelines/configs/cub.yaml")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in <run_dir>/wsol")
     cfg, args = parse(parser, argv)
     return train_wsol.run(cfg, resume=args.resume)

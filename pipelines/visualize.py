@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import _paths  # noqa: F401
-
-from irnet_moana import visualize
 from irnet_moana.cli import main_guard, parse, stage_parser
+from irnet_moana.stages import visualize
 
 
 def main(argv: Sequence[str] | None = None):

@@ -9,6 +9,9 @@ from typing import Iterator
 import pytest
 import torch
 
+from irnet_moana.config import load_config, setting_path
+from irnet_moana.stages import make_cams, make_ir_labels, make_pseudo_masks, train_cam, train_irn
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -23,7 +26,7 @@ def voc_sample() -> Path:
     return root
 
 
-DEMO_CONFIG = REPO / "pipelines" / "configs" / "demo.yaml"
+DEMO_CONFIG = setting_path("demo")
 TINY_CAM_EPOCHS = 3  # several end-of-epoch checkpoints, so a training run can be killed between two
 
 
@@ -70,9 +73,6 @@ def tiny_demo_overrides(tiny_demo_root):
 @pytest.fixture(scope="session")
 def tiny_demo_run(tiny_demo_overrides, tmp_path_factory) -> Path:
     """An uninterrupted run of train_cam .. make_pseudo_masks (in-process); treat it as read-only."""
-    from irnet_moana.config import load_config
-    from irnet_moana.stages import make_cams, make_ir_labels, make_pseudo_masks, train_cam, train_irn
-
     run_dir = tmp_path_factory.mktemp("tiny_demo_run")
     cfg = load_config(DEMO_CONFIG, tiny_demo_overrides(run_dir))
     with torch_threads(1):

@@ -15,6 +15,7 @@ from pycocotools.coco import COCO  # noqa: E402
 
 from irnet_moana import io  # noqa: E402
 from irnet_moana.coco_export import export_coco  # noqa: E402
+from irnet_moana.data.voc import VOC_CLASSES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PERSON, DOG, AEROPLANE, TV = 15, 12, 1, 20  # 1-based VOC labels
@@ -60,7 +61,7 @@ def instances(tmp_path):
 def test_round_trip_through_pycocotools(instances, tmp_path, capsys):
     folder, saved = instances
     out = tmp_path / "coco" / "annotations.json"
-    summary = export_coco(folder, ["a", "b", "c"], io.VOC_CLASSES, out)
+    summary = export_coco(folder, ["a", "b", "c"], VOC_CLASSES, out)
     assert not list(out.parent.glob(".*"))  # written atomically: no temporary left behind
     coco = COCO(str(out))
     capsys.readouterr()  # COCO() prints its progress
@@ -69,7 +70,7 @@ def test_round_trip_through_pycocotools(instances, tmp_path, capsys):
     for image_id, (stem, (shape, _)) in enumerate(saved.items(), start=1):
         image = coco.loadImgs(image_id)[0]
         assert (image["file_name"], image["height"], image["width"]) == (f"{stem}.jpg", *shape)
-    assert [(c["id"], c["name"]) for c in coco.loadCats(coco.getCatIds())] == list(enumerate(io.VOC_CLASSES, 1))
+    assert [(c["id"], c["name"]) for c in coco.loadCats(coco.getCatIds())] == list(enumerate(VOC_CLASSES, 1))
 
     for image_id, (shape, items) in enumerate(saved.values(), start=1):
         kept = [item for item in items if item[2] > 0]  # the zero-score fragment is left out
@@ -93,7 +94,7 @@ def test_round_trip_through_pycocotools(instances, tmp_path, capsys):
 def test_min_score_is_respected(instances, tmp_path):
     folder, _ = instances
     out = tmp_path / "ann.json"
-    summary = export_coco(folder, ["a"], io.VOC_CLASSES, out, min_score=0.7)
+    summary = export_coco(folder, ["a"], VOC_CLASSES, out, min_score=0.7)
     anns = json.loads(out.read_text())["annotations"]
     # scores <= 0.7 are out: the dog (exactly 0.7), the aeroplane (0.3) and the fragment (0)
     assert [(a["category_id"], a["score"]) for a in anns] == [(PERSON, 0.9), (PERSON, 0.8)]
@@ -109,7 +110,7 @@ def test_torchvision_reads_the_masks(instances, tmp_path):
     for stem, (shape, _) in saved.items():
         Image.new("RGB", shape[::-1]).save(images / f"{stem}.jpg")
     out = tmp_path / "annotations.json"
-    export_coco(folder, list(saved), io.VOC_CLASSES, out)
+    export_coco(folder, list(saved), VOC_CLASSES, out)
     dataset = datasets.wrap_dataset_for_transforms_v2(datasets.CocoDetection(str(images), str(out)),
                                                       target_keys={"boxes", "labels", "masks"})
     _, target = dataset[0]
@@ -125,9 +126,9 @@ def test_missing_instance_file_names_it(instances, tmp_path):
     folder, _ = instances
     (folder / "c.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"c\.json.*make_instance_masks\.py"):
-        export_coco(folder, ["a", "c"], io.VOC_CLASSES, tmp_path / "ann.json")
+        export_coco(folder, ["a", "c"], VOC_CLASSES, tmp_path / "ann.json")
     with pytest.raises(FileNotFoundError, match=r"zzz\.png and .*zzz\.json"):
-        export_coco(folder, ["zzz"], io.VOC_CLASSES, tmp_path / "ann.json")
+        export_coco(folder, ["zzz"], VOC_CLASSES, tmp_path / "ann.json")
     assert not (tmp_path / "ann.json").exists()
 
 

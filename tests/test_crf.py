@@ -1,6 +1,8 @@
 """Dense CRF wrappers: shapes, reference agreement, smoothing behaviour, errors."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pydensecrf.densecrf as dcrf
 import pytest
@@ -30,7 +32,7 @@ def test_parameter_sets() -> None:
     assert IRN_LABELS == CRFParams(10, 3, 3, 50, 5, 10)
     assert IRN_LABELS_GT_PROB == 0.7
     assert DEEPLAB_TEST == CRFParams(10, 1, 3, 67, 3, 4)
-    assert DEEPLAB_TEST.kwargs() == {
+    assert DEEPLAB_TEST.as_dict() == {
         "iterations": 10, "gaussian_sxy": 1, "gaussian_compat": 3,
         "bilateral_sxy": 67, "bilateral_srgb": 3, "bilateral_compat": 4,
     }
@@ -51,7 +53,8 @@ def test_dense_crf_without_iterations_returns_the_clipped_input(rng: np.random.G
     # exp(-unary) normalised: probabilities clipped at 1e-5 then renormalised.
     expected = np.clip(probs, 1e-5, 1.0)
     expected /= expected.sum(axis=0)
-    np.testing.assert_allclose(dense_crf(image, probs, iterations=0), expected, rtol=1e-5, atol=1e-7)
+    without_iterations = replace(DEEPLAB_TEST, iterations=0)
+    np.testing.assert_allclose(dense_crf(image, probs, without_iterations), expected, rtol=1e-5, atol=1e-7)
 
 
 def _reference_posterior(image, unary, params: CRFParams) -> np.ndarray:

@@ -13,8 +13,10 @@ import torchvision
 from torch import nn
 
 from deeplab import evaluate, train
+from deeplab.build import deeplab_net
+from deeplab.predict import predict_multi_scale_flip, predict_single_scale
 from deeplab.model import MultiScale, deeplab_v2
-from irnet_moana import io
+from irnet_moana import io, outputs
 from irnet_moana.config import load_config
 from irnet_moana.data.synthetic import generate_voc_demo
 from irnet_moana.data.voc import DatasetError
@@ -80,18 +82,18 @@ def test_backbone_with_batchnorm_statistics_loads(tmp_path):
 def test_freeze_bn_setting_selects_the_normalisation(tiny_voc, tmp_path):
     from torchvision.ops import FrozenBatchNorm2d
 
-    frozen = train.build_model(make_cfg(tiny_voc, tmp_path), num_classes=6)
-    trainable = train.build_model(make_cfg(tiny_voc, tmp_path, freeze_bn=False), num_classes=6)
+    frozen = deeplab_net(make_cfg(tiny_voc, tmp_path), num_classes=6)
+    trainable = deeplab_net(make_cfg(tiny_voc, tmp_path, freeze_bn=False), num_classes=6)
     assert isinstance(frozen.base.backbone.bn1, FrozenBatchNorm2d)
     assert type(trainable.base.backbone.bn1) is nn.BatchNorm2d
     assert trainable.base.aspp.branches[0].out_channels == 7
 
 
 def test_training_writes_model_with_all_steps(trained):
-    out = Path(trained["run_dir"]) / train.OUT
+    out = Path(trained["run_dir"]) / outputs.DEEPLAB
     state = load_state(out / "model.pth")
     assert state["steps"] == STEPS
-    assert io.read_json(out / train.TRAIN_INFO)["num_images"] == 4
+    assert io.read_json(out / outputs.DEEPLAB_TRAIN_INFO)["num_images"] == 4
     assert (out / "tensorboard").is_dir()
 
 
@@ -109,14 +111,14 @@ def test_resume_after_interruption_matches_uninterrupted_run(trained, tiny_voc, 
     with pytest.raises(KeyboardInterrupt):
         train.run(cfg)
     monkeypatch.setattr(train, "segmentation_loss", real_loss)
-    out = tmp_path / train.OUT
+    out = tmp_path / outputs.DEEPLAB
     assert not (out / "model.pth").exists()
     assert load_state(out / "checkpoint.pth")["step"] == STEPS - 1
     with pytest.raises(TrainingError, match="--resume"):
         train.run(cfg)
     train.run(cfg, resume=True)
     resumed = load_state(out / "model.pth")
-    straight = load_state(Path(trained["run_dir"]) / train.OUT / "model.pth")
+    straight = load_state(Path(trained["run_dir"]) / outputs.DEEPLAB / "model.pth")
     assert resumed["steps"] == straight["steps"] == STEPS
     assert resumed["model"].keys() == straight["model"].keys()
     for key, value in straight["model"].items():
@@ -137,7 +139,7 @@ def test_missing_label_files_are_counted_and_named(tiny_voc, tmp_path):
     (labels / "demo_000002.png").unlink()
     with pytest.raises(DatasetError, match=r"1 of 4 training images .*demo_000002"):
         train.run(make_cfg(tiny_voc, tmp_path / "run", labels))
-    assert not (tmp_path / "run" / train.OUT / "checkpoint.pth").exists()
+    assert not (tmp_path / "run" / outputs.DEEPLAB / "checkpoint.pth").exists()
 
 
 def test_label_value_outside_classes_names_the_file(tiny_voc, tmp_path):
@@ -166,8 +168,8 @@ def test_multi_scale_flip_at_scale_one_equals_single_scale():
     torch.manual_seed(0)
     model = MultiScale(_FlipEquivariant(), scales=(1.0,)).eval()
     image = torch.randn(3, 32, 48)
-    ss = evaluate.predict_single_scale(model, image)
-    msf = evaluate.predict_multi_scale_flip(model, [torch.stack([image, image.flip(-1)])], (32, 48))
+    ss = predict_single_scale(model, image)
+    msf = predict_multi_scale_flip(model, [torch.stack([image, image.flip(-1)])], (32, 48))
     assert ss.shape == (4, 32, 48)
     torch.testing.assert_close(ss.sum(0), torch.ones(32, 48))
     torch.testing.assert_close(msf, ss)
@@ -204,10 +206,10 @@ def test_evaluation_writes_all_settings_and_resumes(trained, tiny_voc):
     result = evaluate.run(trained)
     run_dir = Path(trained["run_dir"])
     stems = ["demo_000005", "demo_000006"]
-    folders = [run_dir / train.OUT / f for f in (evaluate.SS, evaluate.MSF, evaluate.CRF)]
+    folders = [run_dir / outputs.DEEPLAB / f for f in (evaluate.SS, evaluate.MSF, evaluate.CRF)]
     for folder in folders:
         assert sorted(p.stem for p in folder.glob("*.png")) == stems
-    saved = io.read_json(run_dir / "metrics" / evaluate.METRICS)
+    saved = io.read_json(run_dir / "metrics" / outputs.EVAL_DEEPLAB)
     assert {"single_scale", "multi_scale_flip", "multi_scale_flip_crf", "list", "num_images"} <= saved.keys()
     assert saved["num_images"] == 2 and saved["list"] == "val"
     for key, folder in zip(("single_scale", "multi_scale_flip", "multi_scale_flip_crf"), folders):

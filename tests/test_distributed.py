@@ -19,15 +19,18 @@ import numpy as np
 import pytest
 import torch
 
-from irnet_moana.config import load_config
-from irnet_moana.data.datasets import EpochSampler
+from irnet_moana import outputs
+from irnet_moana.config import load_config, setting_path
 from irnet_moana.data.voc import VOCData
-from irnet_moana.run import seed_everything
-from irnet_moana.stages import common, eval_cams, make_cams, make_pseudo_masks, train_cam, train_irn
-from irnet_moana.training import CHECKPOINT, FINAL, load_state
+from irnet_moana.models.build import cam_net
+from irnet_moana.outputs import CHECKPOINT, MODEL
+from irnet_moana.run import pending, seed_everything
+from irnet_moana.sampling import EpochSampler
+from irnet_moana.stages import eval_cams, train_cam
+from irnet_moana.training import load_state
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = REPO / "pipelines" / "configs" / "demo.yaml"
+DEMO_CONFIG = setting_path("demo")
 NPROC = 2
 TIMEOUT_S = 240
 
@@ -35,7 +38,6 @@ WRAPPER = """
 import contextlib, json, os, runpy, sys
 from pathlib import Path
 record_dir, stop_after, repo, commands = sys.argv[1:5]
-sys.path[:0] = [repo, os.path.join(repo, "pipelines")]
 from irnet_moana import io
 real = io.atomic_path
 
@@ -132,7 +134,7 @@ def test_pending_shards_by_rank_without_a_process_group(tmp_path, monkeypatch):
     for rank in range(2):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
-        shares.append(common.pending(stems, tmp_path, ".npz"))
+        shares.append(pending(stems, tmp_path, ".npz"))
     assert shares == [["img0", "img2", "img4", "img6"], ["img1", "img3", "img5"]]
 
 
@@ -159,23 +161,23 @@ def test_interrupted_and_resumed_ddp_training_matches_one_process(tiny_demo_root
     overrides = ddp_overrides(tiny_demo_root, ddp_dir, 2)
     stopped = torchrun([("train_cam", cli_args(overrides, ddp_dir))], tmp_path / "first", stop_after=CHECKPOINT)
     assert stopped.returncode != 0, "the run should have been stopped after its first checkpoint"
-    cam_dir = ddp_dir / train_cam.OUT
-    assert not (cam_dir / FINAL).exists()
+    cam_dir = ddp_dir / outputs.CAM
+    assert not (cam_dir / MODEL).exists()
     assert load_state(cam_dir / CHECKPOINT)["step"] == 2  # end of the first epoch
     check_ok(resumed := torchrun([("train_cam", cli_args(overrides, ddp_dir, "--resume"))], tmp_path / "second"))
 
     # only rank 0 writes: checkpoints, final weights, backbone, logs, timings
     assert set(written(tmp_path / "first")) == set(written(tmp_path / "second")) == {0}
-    assert written(tmp_path / "second", ".pth")[0] == [CHECKPOINT, FINAL, train_cam.BACKBONE]
+    assert written(tmp_path / "second", ".pth")[0] == [CHECKPOINT, MODEL, outputs.CAM_BACKBONE]
     log = (ddp_dir / "logs" / "train_cam.log").read_text()
     assert log.count("resumed from") == 1 and log.count("step 4/4 ") == 1, log
     assert resumed.stdout.count("[train_cam] trained") == 1
 
-    final = load_state(cam_dir / FINAL)
+    final = load_state(cam_dir / MODEL)
     assert final["steps"] == reference["steps"] == 4
     assert final["model"].keys() == reference["model"].keys()
     seed_everything(0)  # as start_run does before building the model: the initial weights
-    initial = train_cam.build_model(load_config(DEMO_CONFIG, overrides), data.num_classes).state_dict()
+    initial = cam_net(load_config(DEMO_CONFIG, overrides), data.num_classes).state_dict()
     key = "head.classifier.weight"
     assert not torch.allclose(initial[key], reference["model"][key], atol=1e-3), "training should change the weights"
     for key, value in reference["model"].items():
@@ -185,14 +187,14 @@ def test_interrupted_and_resumed_ddp_training_matches_one_process(tiny_demo_root
 def test_sharded_per_image_stages_are_byte_identical(tiny_demo_run, tiny_demo_overrides, tiny_demo_root,
                                                       tmp_path):
     cams_dir, masks_dir = tmp_path / "cams_run", tmp_path / "masks_run"
-    shutil.copytree(tiny_demo_run / train_cam.OUT, cams_dir / train_cam.OUT)
-    for folder in (train_cam.OUT, make_cams.OUT, train_irn.OUT):
+    shutil.copytree(tiny_demo_run / outputs.CAM, cams_dir / outputs.CAM)
+    for folder in (outputs.CAM, outputs.CAMS, outputs.IRN):
         shutil.copytree(tiny_demo_run / folder, masks_dir / folder)
     check_ok(torchrun([("make_cams", cli_args(tiny_demo_overrides(cams_dir), cams_dir)),
                        ("make_pseudo_masks", cli_args(tiny_demo_overrides(masks_dir), masks_dir))],
                       tmp_path / "record"))
 
-    for run_dir, out, suffix in ((cams_dir, make_cams.OUT, ".npz"), (masks_dir, make_pseudo_masks.OUT, ".png")):
+    for run_dir, out, suffix in ((cams_dir, outputs.CAMS, ".npz"), (masks_dir, outputs.PSEUDO_MASKS, ".png")):
         expected = contents(tiny_demo_run / out, suffix)
         assert contents(run_dir / out, suffix) == expected, out
         by_rank = written(tmp_path / "record", suffix)
@@ -203,6 +205,6 @@ def test_sharded_per_image_stages_are_byte_identical(tiny_demo_run, tiny_demo_ov
     # metrics are computed once, by one process, over every rank's outputs
     data = VOCData(tiny_demo_root)
     stems = data.split("train_aug")
-    sharded, = eval_cams.evaluate(data, cams_dir / make_cams.OUT, stems, [0.15])
-    single, = eval_cams.evaluate(data, tiny_demo_run / make_cams.OUT, stems, [0.15])
+    sharded, = eval_cams.evaluate(data, cams_dir / outputs.CAMS, stems, [0.15])
+    single, = eval_cams.evaluate(data, tiny_demo_run / outputs.CAMS, stems, [0.15])
     assert np.array_equal(sharded.matrix, single.matrix) and sharded.matrix.sum() > 0

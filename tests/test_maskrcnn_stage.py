@@ -12,13 +12,13 @@ import pytest
 import torch
 import torchvision
 
-from irnet_moana import io
+from irnet_moana import io, outputs
 from irnet_moana.coco_export import export_coco
 from irnet_moana.config import ConfigError, load_config
 from irnet_moana.data.synthetic import generate_voc_demo
 from irnet_moana.data.voc import VOCData
 from irnet_moana.instance_eval import gt_instances
-from irnet_moana.stages import make_instance_masks, train_maskrcnn
+from irnet_moana.stages import train_maskrcnn
 from irnet_moana.training import TrainingError, load_state
 
 STEPS = 2  # one step fills an epoch of 2 images at batch 2: a checkpoint, then a step to interrupt
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.
 
 def remove_weights(run_dir: Path) -> None:
     """Each ResNet-50 Mask R-CNN file is 170-340 MB: do not leave them in pytest's kept temporary folders."""
-    for path in (run_dir / train_maskrcnn.OUT).glob("*.pth"):
+    for path in (run_dir / outputs.MASKRCNN).glob("*.pth"):
         path.unlink()
 
 
@@ -46,7 +46,7 @@ def prepare_run(root: Path, run_dir: Path) -> Path:
     folder = run_dir / "gt_instances"
     for stem in stems:
         io.save_instances(folder / stem, gt_instances(root, stem))
-    export_coco(folder, stems, data.names, run_dir / make_instance_masks.COCO)
+    export_coco(folder, stems, data.names, run_dir / outputs.INSTANCE_COCO)
     return run_dir
 
 
@@ -70,12 +70,12 @@ def trained(tiny_voc, tmp_path_factory) -> Iterator[dict]:
 
 def test_training_writes_weights_predictions_and_metrics(trained, tiny_voc):
     run_dir = Path(trained["run_dir"])
-    state = load_state(run_dir / train_maskrcnn.OUT / "model.pth")
+    state = load_state(run_dir / outputs.MASKRCNN / "model.pth")
     assert state["steps"] == STEPS
-    assert (run_dir / train_maskrcnn.OUT / "tensorboard").is_dir()
+    assert (run_dir / outputs.MASKRCNN / "tensorboard").is_dir()
     data = VOCData(tiny_voc)
     val = data.split("val")
-    pred_dir = run_dir / train_maskrcnn.OUT / train_maskrcnn.PRED
+    pred_dir = run_dir / outputs.MASKRCNN / outputs.MASKRCNN_PRED
     found = 0
     for stem in val:
         inst = io.load_instances(pred_dir / stem)
@@ -85,7 +85,7 @@ def test_training_writes_weights_predictions_and_metrics(trained, tiny_voc):
         assert (np.diff(inst.scores) <= 0).all()  # kept in score order
         found += len(inst.labels)
     assert found > 0
-    metrics = io.read_json(run_dir / train_maskrcnn.METRICS_DIR / train_maskrcnn.METRICS)
+    metrics = io.read_json(run_dir / outputs.METRICS / outputs.EVAL_MASKRCNN)
     assert metrics["list"] == "val" and metrics["num_images"] == len(val)
     assert metrics["maskrcnn"]["num_images"] == len(val) and "0.5" in metrics["maskrcnn"]
     assert trained["result"]["maskrcnn"] == metrics["maskrcnn"]
@@ -108,14 +108,14 @@ def test_resume_after_interruption_matches_uninterrupted_run(trained, tiny_voc, 
     with pytest.raises(KeyboardInterrupt):
         train_maskrcnn.run(cfg)
     monkeypatch.setattr(train_maskrcnn, "training_loss", real_loss)
-    out = tmp_path / train_maskrcnn.OUT
+    out = tmp_path / outputs.MASKRCNN
     assert not (out / "model.pth").exists()
     assert load_state(out / "checkpoint.pth")["step"] == STEPS - 1
     with pytest.raises(TrainingError, match="--resume"):
         train_maskrcnn.run(cfg)
     train_maskrcnn.run(cfg, resume=True)
     resumed = load_state(out / "model.pth")
-    straight = load_state(Path(trained["run_dir"]) / train_maskrcnn.OUT / "model.pth")
+    straight = load_state(Path(trained["run_dir"]) / outputs.MASKRCNN / "model.pth")
     assert resumed["steps"] == straight["steps"] == STEPS
     assert resumed["model"].keys() == straight["model"].keys()
     different = [k for k, v in straight["model"].items() if not torch.equal(resumed["model"][k], v)]
@@ -127,14 +127,14 @@ def test_without_instance_ground_truth_predicts_and_does_not_score(trained, tiny
     root = tmp_path / "voc"
     shutil.copytree(tiny_voc, root, ignore=shutil.ignore_patterns("SegmentationObject"))
     run_dir = tmp_path / "run"
-    (run_dir / train_maskrcnn.OUT).mkdir(parents=True)
+    (run_dir / outputs.MASKRCNN).mkdir(parents=True)
     trained_dir = Path(trained["run_dir"])
-    shutil.copy(trained_dir / make_instance_masks.COCO, run_dir)
-    shutil.copy(trained_dir / train_maskrcnn.OUT / "model.pth", run_dir / train_maskrcnn.OUT)  # training is done
+    shutil.copy(trained_dir / outputs.INSTANCE_COCO, run_dir)
+    shutil.copy(trained_dir / outputs.MASKRCNN / "model.pth", run_dir / outputs.MASKRCNN)  # training is done
     assert train_maskrcnn.run(make_cfg(root, run_dir)) is None
     for stem in VOCData(root).split("val"):
-        assert io.output_is_valid(run_dir / train_maskrcnn.OUT / train_maskrcnn.PRED / f"{stem}.json")
-    assert not (run_dir / train_maskrcnn.METRICS_DIR / train_maskrcnn.METRICS).exists()
+        assert io.output_is_valid(run_dir / outputs.MASKRCNN / outputs.MASKRCNN_PRED / f"{stem}.json")
+    assert not (run_dir / outputs.METRICS / outputs.EVAL_MASKRCNN).exists()
     remove_weights(run_dir)
     assert "no instance ground truth" in (run_dir / "logs" / "train_maskrcnn.log").read_text()
 

@@ -4,14 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from irnet_moana.bench_random_walk import (
-    benchmark_random_walk,
-    dense_affinity_matrix,
-    dense_propagate_reference,
-    dense_transition_matrix,
-    synthetic_walk_inputs,
-)
+from bench_random_walk import benchmark_random_walk, synthetic_walk_inputs
 from irnet_moana.random_walk import affinity_entries, chebyshev_power_series, propagate_to_edge
+from reference import dense_affinity_matrix, dense_propagate_reference, dense_transition_matrix
 
 
 def _assert_matches_reference(cams: torch.Tensor, edge: torch.Tensor, **kwargs) -> None:

@@ -24,20 +24,20 @@ import numpy as np
 import pytest
 import torch
 
-from irnet_moana.config import load_config
+from irnet_moana import io, outputs
+from irnet_moana.config import load_config, setting_path
 from irnet_moana.data.datasets import ClassificationDataset
 from irnet_moana.data.voc import VOCData
-from irnet_moana.stages import make_cams, make_ir_labels, make_pseudo_masks, train_cam, train_irn
+from irnet_moana.stages import make_cams, make_ir_labels, make_pseudo_masks, train_cam
 from irnet_moana.training import TrainSpec, load_state, make_loader
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = REPO / "pipelines" / "configs" / "demo.yaml"
+DEMO_CONFIG = setting_path("demo")
 HOLD_S = 0.4
 KILL_TIMEOUT_S = 180
 
 HELD_WRITES = """
 import contextlib, runpy, sys, time
-sys.path.insert(0, "pipelines")
 from irnet_moana import io
 real, hold = io.atomic_path, float(sys.argv[1])
 
@@ -62,7 +62,7 @@ def temporaries(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob(".*.tmp"))
 
 
-def outputs(folder: Path, suffix: str) -> list[Path]:
+def files_in(folder: Path, suffix: str) -> list[Path]:
     return sorted(folder.glob(f"*{suffix}")) if folder.is_dir() else []
 
 
@@ -98,9 +98,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PER_IMAGE_STAGES = [
     # stage, folders it reads from the reference run, its output folder, output suffix
-    (make_cams, ("cam",), make_cams.OUT, ".npz"),
-    (make_ir_labels, ("cams",), make_ir_labels.OUT, ".png"),
-    (make_pseudo_masks, ("cams", train_irn.OUT), make_pseudo_masks.OUT, ".png"),
+    (make_cams, ("cam",), outputs.CAMS, ".npz"),
+    (make_ir_labels, ("cams",), outputs.IR_LABELS, ".png"),
+    (make_pseudo_masks, ("cams", outputs.IRN), outputs.PSEUDO_MASKS, ".png"),
 ]
 
 
@@ -117,9 +117,9 @@ def test_killed_stage_resumes_to_identical_outputs(stage, inputs, out_name, suff
     expected = contents(tiny_demo_run / out_name)
     name = stage.__name__.rsplit(".", 1)[1]
 
-    kill_when(name, cli_args(overrides, run_dir), lambda: bool(outputs(out, suffix)) and bool(temporaries(out)),
+    kill_when(name, cli_args(overrides, run_dir), lambda: bool(files_in(out, suffix)) and bool(temporaries(out)),
               tmp_path / "killed.log")
-    finished = {p.name: p.stat().st_mtime_ns for p in outputs(out, suffix)}
+    finished = {p.name: p.stat().st_mtime_ns for p in files_in(out, suffix)}
     assert 0 < len(finished) < len(expected)
     assert temporaries(out), "the kill should have interrupted a write"
     # a finished output damaged by something else must be redone, not trusted
@@ -140,7 +140,7 @@ def test_killed_stage_resumes_to_identical_outputs(stage, inputs, out_name, suff
 def test_killed_training_resumes_to_identical_weights(tiny_demo_run, tiny_demo_overrides, tmp_path):
     run_dir = tmp_path / "run"
     overrides = tiny_demo_overrides(run_dir)
-    cam_dir = run_dir / train_cam.OUT
+    cam_dir = run_dir / outputs.CAM
     checkpoint = cam_dir / "checkpoint.pth"
 
     kill_when("train_cam", cli_args(overrides, run_dir), checkpoint.is_file, tmp_path / "killed.log")
@@ -149,7 +149,7 @@ def test_killed_training_resumes_to_identical_weights(tiny_demo_run, tiny_demo_o
 
     final = train_cam.run(load_config(DEMO_CONFIG, overrides), resume=True)
 
-    resumed, reference = load_state(final), load_state(tiny_demo_run / train_cam.OUT / "model.pth")
+    resumed, reference = load_state(final), load_state(tiny_demo_run / outputs.CAM / "model.pth")
     assert 0 < killed_at < reference["steps"]
     assert resumed["steps"] == reference["steps"]
     assert resumed["model"].keys() == reference["model"].keys()
@@ -161,14 +161,12 @@ def test_killed_training_resumes_to_identical_weights(tiny_demo_run, tiny_demo_o
 
 def test_same_config_gives_identical_cams(tiny_demo_run, tiny_demo_overrides, tmp_path):
     run_dir = tmp_path / "again"
-    shutil.copytree(tiny_demo_run / train_cam.OUT, run_dir / train_cam.OUT)
+    shutil.copytree(tiny_demo_run / outputs.CAM, run_dir / outputs.CAM)
     make_cams.run(load_config(DEMO_CONFIG, tiny_demo_overrides(run_dir)))
-    assert contents(run_dir / make_cams.OUT) == contents(tiny_demo_run / make_cams.OUT)
+    assert contents(run_dir / outputs.CAMS) == contents(tiny_demo_run / outputs.CAMS)
 
 
 def test_run_directory_records_config_and_provenance(tiny_demo_run, tiny_demo_overrides):
-    from irnet_moana import io
-
     logs = tiny_demo_run / "logs"
     for stage in ("train_cam", "make_cams", "make_ir_labels", "train_irn", "make_pseudo_masks"):
         saved = load_config(logs / f"{stage}.config.yaml")

@@ -18,16 +18,16 @@ import numpy as np
 import pytest
 import torch
 
-from irnet_moana import io
-from irnet_moana.config import load_config
+from irnet_moana import io, outputs
+from irnet_moana.config import load_config, setting_path
 from irnet_moana.data.datasets import ClassificationDataset
 from irnet_moana.data.voc import DatasetError, VOCData
 from irnet_moana.models.cam_net import CAMNet
-from irnet_moana.stages import make_cams, train_cam
+from irnet_moana.stages import train_cam
 from irnet_moana.training import TrainingError, load_state
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = REPO / "pipelines" / "configs" / "demo.yaml"
+DEMO_CONFIG = setting_path("demo")
 TRAIN_IMAGES = 8  # train_aug of tiny_demo_root
 STEPS_PER_EPOCH = TRAIN_IMAGES // 2
 
@@ -37,7 +37,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def cli(monkeypatch, capsys, stage: str, overrides: list[str], *flags: str) -> tuple[int, str]:
     """Run ``pipelines/<stage>.py`` as from a shell; (exit status, what it printed to stderr)."""
     sets = [arg for override in overrides for arg in ("--set", override)]
-    monkeypatch.syspath_prepend(str(REPO / "pipelines"))
     monkeypatch.setattr(sys, "argv", [f"{stage}.py", "--config", str(DEMO_CONFIG), *sets, *flags])
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_path(str(REPO / "pipelines" / f"{stage}.py"), run_name="__main__")
@@ -87,7 +86,7 @@ def test_listed_image_absent_stops_before_training(monkeypatch, capsys, root_cop
     assert code == 2
     assert f"{root_copy / 'ImageSets' / 'Segmentation' / 'train_aug.txt'}: 1 listed image(s) absent" in err
     assert "demo_000003; restore them or remove them from the list" in err
-    assert not (run_dir / train_cam.OUT).exists()
+    assert not (run_dir / outputs.CAM).exists()
 
 
 def test_empty_list(monkeypatch, capsys, tiny_demo_overrides, tmp_path):
@@ -134,13 +133,13 @@ def test_corrupt_training_image_fails_when_asked(monkeypatch, capsys, root_copy,
     assert code == 2
     assert f"{root_copy / 'JPEGImages' / 'demo_000005.jpg'}: corrupt or truncated image" in err
     assert "set data.skip_corrupt=true to skip it" in err
-    assert not (run_dir / train_cam.OUT / "model.pth").exists()
+    assert not (run_dir / outputs.CAM / "model.pth").exists()
 
 
 def test_corrupt_image_fails_in_inference(monkeypatch, capsys, root_copy, tiny_demo_run, tiny_demo_overrides,
                                           tmp_path):
     truncate(root_copy / "JPEGImages" / "demo_000002.jpg")
-    run_dir = run_with(tiny_demo_run, tmp_path / "run", train_cam.OUT)
+    run_dir = run_with(tiny_demo_run, tmp_path / "run", outputs.CAM)
     code, err = cli(monkeypatch, capsys, "make_cams", tiny_demo_overrides(run_dir, root=root_copy))
     assert code == 2
     assert f"{root_copy / 'JPEGImages' / 'demo_000002.jpg'}: corrupt or truncated image" in err
@@ -155,7 +154,7 @@ def test_bad_ground_truth_mask(damage, message, monkeypatch, capsys, root_copy, 
                                tmp_path):
     mask_path = root_copy / "SegmentationClass" / "demo_000004.png"
     io.save_label_png(mask_path, damage(io.load_label_png(mask_path)).astype(np.uint8))
-    run_dir = run_with(tiny_demo_run, tmp_path / "run", make_cams.OUT)
+    run_dir = run_with(tiny_demo_run, tmp_path / "run", outputs.CAMS)
     code, err = cli(monkeypatch, capsys, "eval_cams", tiny_demo_overrides(run_dir, root=root_copy))
     assert code == 2
     assert re.search(message, err) and str(mask_path) in err
@@ -196,7 +195,7 @@ def test_exponent_floats_are_floats():
 # --- files from other runs -------------------------------------------------------------------------------
 
 def test_weights_of_another_architecture(monkeypatch, capsys, tiny_demo_run, tiny_demo_overrides, tmp_path):
-    run_dir = run_with(tiny_demo_run, tmp_path / "run", train_cam.OUT)
+    run_dir = run_with(tiny_demo_run, tmp_path / "run", outputs.CAM)
     code, err = cli(monkeypatch, capsys, "make_cams", tiny_demo_overrides(run_dir, "cam.backbone=resnet34"))
     assert code == 2
     assert f"{run_dir / 'cam' / 'model.pth'} was saved from another architecture or number of classes" in err
@@ -207,7 +206,7 @@ def test_weights_for_another_number_of_classes(monkeypatch, capsys, root_copy, t
                                                tmp_path):
     names = (root_copy / "classes.txt").read_text().split()
     (root_copy / "classes.txt").write_text("\n".join([*names, "extra"]) + "\n")
-    run_dir = run_with(tiny_demo_run, tmp_path / "run", train_cam.OUT)
+    run_dir = run_with(tiny_demo_run, tmp_path / "run", outputs.CAM)
     code, err = cli(monkeypatch, capsys, "make_cams", tiny_demo_overrides(run_dir, root=root_copy))
     assert code == 2
     assert f"{run_dir / 'cam' / 'model.pth'} was saved from another architecture or number of classes" in err
@@ -216,15 +215,15 @@ def test_weights_for_another_number_of_classes(monkeypatch, capsys, root_copy, t
 
 def test_unreadable_checkpoint_is_not_trusted(tiny_demo_overrides, tmp_path):
     run_dir = tmp_path / "run"
-    (run_dir / train_cam.OUT).mkdir(parents=True)
-    (run_dir / train_cam.OUT / "checkpoint.pth").write_bytes(b"PK\x03\x04 half a zip")
+    (run_dir / outputs.CAM).mkdir(parents=True)
+    (run_dir / outputs.CAM / "checkpoint.pth").write_bytes(b"PK\x03\x04 half a zip")
     with pytest.raises(TrainingError, match=re.escape(f"{run_dir / 'cam' / 'checkpoint.pth'}: unreadable checkpoint")):
         train_cam.run(load_config(DEMO_CONFIG, tiny_demo_overrides(run_dir)), resume=True)
 
 
 def test_cam_file_from_another_setting(monkeypatch, capsys, tiny_demo_run, tiny_demo_overrides, tmp_path):
-    run_dir = run_with(tiny_demo_run, tmp_path / "run", make_cams.OUT)
-    path = run_dir / make_cams.OUT / "demo_000001.npz"
+    run_dir = run_with(tiny_demo_run, tmp_path / "run", outputs.CAMS)
+    path = run_dir / outputs.CAMS / "demo_000001.npz"
     cam = io.load_npz(path)
     io.save_npz(path, {**cam, "keys": (cam["keys"] + 1) % 6})
     code, err = cli(monkeypatch, capsys, "eval_cams", tiny_demo_overrides(run_dir))
@@ -252,7 +251,7 @@ def test_diverging_learning_rate_stops_with_step_and_images(tiny_demo_root, tiny
     names = epoch_batch_names(tiny_demo_root, 0, step - 1)
     assert re.search(r"loss is (nan|inf) at step " + re.escape(
         f"{step} on images {names}; last good checkpoint: none (no checkpoint written yet)"), str(error.value))
-    assert not (run_dir / train_cam.OUT / "model.pth").exists()
+    assert not (run_dir / outputs.CAM / "model.pth").exists()
 
 
 def test_nan_loss_names_last_good_checkpoint(tiny_demo_root, tiny_demo_overrides, tmp_path, monkeypatch):
@@ -266,7 +265,7 @@ def test_nan_loss_names_last_good_checkpoint(tiny_demo_root, tiny_demo_overrides
     run_dir = tmp_path / "run"
     with pytest.raises(TrainingError) as error:
         train_cam.run(load_config(DEMO_CONFIG, tiny_demo_overrides(run_dir)))
-    checkpoint = run_dir / train_cam.OUT / "checkpoint.pth"
+    checkpoint = run_dir / outputs.CAM / "checkpoint.pth"
     names = epoch_batch_names(tiny_demo_root, 1, 1)
     assert f"loss is nan at step {STEPS_PER_EPOCH + 2} on images {names}; last good checkpoint: {checkpoint}." \
         in str(error.value)
@@ -291,7 +290,7 @@ def test_non_finite_weights_never_become_a_checkpoint(tiny_demo_root, tiny_demo_
     names = epoch_batch_names(tiny_demo_root, 0, STEPS_PER_EPOCH - 1)
     assert re.search(r"weights \(\S+\) became non-finite at step 4 on images " + re.escape(
         f"{names}; last good checkpoint: none (no checkpoint written yet)"), str(error.value))
-    assert not (run_dir / train_cam.OUT / "checkpoint.pth").exists()
+    assert not (run_dir / outputs.CAM / "checkpoint.pth").exists()
 
 
 # --- untrusted files -------------------------------------------------------------------------------------

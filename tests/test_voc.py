@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from irnet_moana import io
-from irnet_moana.data.voc import (DatasetError, VOCData, build_train_aug, check_layout, labels_from_mask,
+from irnet_moana.data.voc import (VOC_CLASSES, DatasetError, VOCData, build_train_aug, check_layout, labels_from_mask,
                                   labels_from_xml, training_stems)
 from irnet_moana.evaluation import score_mask_folder
 from irnet_moana.metrics import ConfusionMatrix
@@ -17,8 +17,8 @@ XML = """<annotation><filename>a.jpg</filename><size><width>4</width><height>3</
 
 def test_labels_from_xml_counts_difficult(tmp_path):
     (tmp_path / "a.xml").write_text(XML)
-    labels = labels_from_xml(tmp_path / "a.xml", list(io.VOC_CLASSES))
-    assert np.flatnonzero(labels).tolist() == [io.VOC_CLASSES.index("dog"), io.VOC_CLASSES.index("person")]
+    labels = labels_from_xml(tmp_path / "a.xml", list(VOC_CLASSES))
+    assert np.flatnonzero(labels).tolist() == [VOC_CLASSES.index("dog"), VOC_CLASSES.index("person")]
 
 
 def test_labels_from_mask_ignores_void():
@@ -110,7 +110,7 @@ def test_real_sample_loads(voc_sample, tmp_path):
 
 def test_real_sample_scores(voc_sample, tmp_path):
     gt_dir = voc_sample / "SegmentationClass"
-    names = ["background", *io.VOC_CLASSES]
+    names = ["background", *VOC_CLASSES]
     assert score_mask_folder(gt_dir, gt_dir, names)["miou"] == 100.0
     # perturbed copy: every object pixel of every other image predicted as background
     pred_dir = tmp_path / "pred"
@@ -143,4 +143,4 @@ def test_real_sample_scores(voc_sample, tmp_path):
 
 def test_missing_prediction_named(voc_sample, tmp_path):
     with pytest.raises(DatasetError, match="prediction .*2007_000032.png is missing"):
-        score_mask_folder(tmp_path, voc_sample / "SegmentationClass", ["background", *io.VOC_CLASSES])
+        score_mask_folder(tmp_path, voc_sample / "SegmentationClass", ["background", *VOC_CLASSES])

@@ -15,12 +15,13 @@ from PIL import Image
 from irnet_moana.config import load_config
 from irnet_moana.data.synthetic import generate_cub_demo
 from irnet_moana.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from irnet_moana.figures import wsol_examples
 from irnet_moana.data.voc import DatasetError
 from irnet_moana.io import load_image
+from irnet_moana.models.build import wsol_net
 from irnet_moana.stages import eval_wsol, train_wsol
 from irnet_moana.precision import choose
 from irnet_moana.training import autocast, load_weights
-from irnet_moana.wsol import visualize
 from irnet_moana.wsol.boxes import normalize_scoremap
 from irnet_moana.wsol.data import WSOLTestDataset, WSOLTrainDataset
 from irnet_moana.wsol.evaluation import accumulate_scoremaps, evaluate_scoremap_dir, scoremap_path
@@ -140,7 +141,7 @@ def test_training_writes_final_weights_and_resume_matches(cub, trained, tmp_path
 
 def test_param_groups_follow_the_recipe(cub, tmp_path):
     cfg = tiny_config(cub, tmp_path, "wsol.lr=0.002", "wsol.new_lr_mult=10.0")
-    model = train_wsol.build_model(cfg)
+    model = wsol_net(cfg)
     groups = {g["name"]: g for g in model.param_groups(0.002, 0.02, 5e-4)}
     assert groups["backbone"]["lr"] == 0.002 and groups["new"]["lr"] == 0.02
     assert model.head.moana is not None and model.output_stride == 8
@@ -151,7 +152,7 @@ def test_eval_writes_normalised_224_maps_of_the_gt_class(cub, trained, evaluated
     meta = read_metadata(cub / "metadata" / "test")
     maps_dir = trained / "wsol" / "scoremaps" / "test"
     cfg = tiny_config(cub, trained)
-    model = train_wsol.build_model(cfg, weights="none")
+    model = wsol_net(cfg, weights="none")
     load_weights(trained / "wsol" / "model.pth", model)
     model.eval()
     dataset = WSOLTestDataset(cub / "images", meta, 2, 64)
@@ -241,9 +242,9 @@ def test_threshold_chosen_on_a_held_out_split(cub, trained, tmp_path):
 # ---------------------------------------------------------------- figure
 def test_figure_size_by_hand():
     # 4 tiles of 224 and 5 gaps of 6 across; header 28 + one row of 224 + caption 24 + 2 gaps of 6.
-    assert visualize.figure_size(4, 4) == (926, 288)
+    assert wsol_examples.figure_size(4, 4) == (926, 288)
     # 3 tiles in 2 columns: 2 rows.
-    assert visualize.figure_size(3, 2) == (2 * 224 + 3 * 6, 28 + 2 * 248 + 3 * 6)
+    assert wsol_examples.figure_size(3, 2) == (2 * 224 + 3 * 6, 28 + 2 * 248 + 3 * 6)
 
 
 def test_eval_writes_the_example_grid(trained, evaluated):
@@ -252,17 +253,17 @@ def test_eval_writes_the_example_grid(trained, evaluated):
 
 
 def test_tile_draws_gt_red_and_prediction_green():
-    tile = visualize.draw_tile(np.zeros((224, 224, 3), np.uint8), np.zeros((224, 224)), np.array([[10, 10, 50, 50]]),
-                               np.array([100, 120, 150, 200]), "IoU 0.00")
+    tile = wsol_examples.draw_tile(np.zeros((224, 224, 3), np.uint8), np.zeros((224, 224)),
+                                   np.array([[10, 10, 50, 50]]), np.array([100, 120, 150, 200]), "IoU 0.00")
     assert tile.shape == (224 + 24, 224, 3)
-    assert tuple(tile[10, 30]) == visualize.RED and tuple(tile[30, 50]) == visualize.RED
-    assert tuple(tile[120, 125]) == visualize.GREEN and tuple(tile[150, 100]) == visualize.GREEN
-    assert tuple(tile[30, 30]) != visualize.RED  # inside the box: the overlay, not the outline
+    assert tuple(tile[10, 30]) == wsol_examples.RED and tuple(tile[30, 50]) == wsol_examples.RED
+    assert tuple(tile[120, 125]) == wsol_examples.GREEN and tuple(tile[150, 100]) == wsol_examples.GREEN
+    assert tuple(tile[30, 30]) != wsol_examples.RED  # inside the box: the overlay, not the outline
 
 
 def test_example_ids_are_evenly_spaced():
-    assert visualize.example_ids([str(i) for i in range(60)], 8) == ["0", "8", "17", "25", "34", "42", "51", "59"]
-    assert visualize.example_ids(["a", "b"], 8) == ["a", "b"]
+    assert wsol_examples.example_ids([str(i) for i in range(60)], 8) == ["0", "8", "17", "25", "34", "42", "51", "59"]
+    assert wsol_examples.example_ids(["a", "b"], 8) == ["a", "b"]
 
 
 # ---------------------------------------------------------------- CLI and configs
@@ -290,14 +291,14 @@ def test_eval_cli_model_mode_and_its_argument_rules(cub, trained, evaluated, eva
 
 
 def test_settings_files_hold_the_recipes():
-    cub = load_config(REPO / "pipelines" / "configs" / "cub.yaml")["wsol"]
+    cub = load_config("cub")["wsol"]
     recipe = (cub["batch_size"], cub["epochs"], cub["lr"], cub["lr_decay_every"], cub["lr_decay"])
     assert recipe == (32, 45, 0.01, 10, 0.1)
-    ilsvrc = load_config(REPO / "pipelines" / "configs" / "ilsvrc.yaml")["wsol"]
+    ilsvrc = load_config("ilsvrc")["wsol"]
     assert (ilsvrc["batch_size"], ilsvrc["epochs"], ilsvrc["lr"], ilsvrc["lr"] * ilsvrc["new_lr_mult"],
             ilsvrc["lr_decay_every"]) == (256, 20, 0.002, 0.02, 5)
     for w in (cub, ilsvrc):
         assert (w["momentum"], w["weight_decay"], w["strides"], w["resize_size"], w["crop_size"], w["test_size"]) == (
             0.9, 5e-4, [2, 2, 1, 1], 256, 224, 224)
-    demo = load_config(REPO / "pipelines" / "configs" / "demo_wsol.yaml")["wsol"]
+    demo = load_config("demo-wsol")["wsol"]
     assert demo["weights"] == "none" and demo["backbone"] == "resnet18" and demo["num_classes"] == 6

@@ -4,6 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import io
+from .download import fetch_sbd, fetch_voc12
+from .sbd import convert_sbd
+from .sbd import sbd_lists as read_sbd_lists
 from .voc import LIST_DIR, DatasetError, VOCData, build_train_aug, check_layout
 
 
@@ -15,8 +18,6 @@ def prepare_voc12(root: str | Path, sbd_root: str | Path | None = None, download
     """
     root = Path(root)
     if download:
-        from .download import fetch_sbd, fetch_voc12
-
         data_dir = root.parent.parent
         root = fetch_voc12(data_dir)
         sbd_root = fetch_sbd(data_dir)
@@ -28,8 +29,6 @@ def prepare_voc12(root: str | Path, sbd_root: str | Path | None = None, download
     sbd_lists: tuple[list[str], ...] = ()
     converted = 0
     if sbd_root is not None:
-        from .sbd import convert_sbd, sbd_lists as read_sbd_lists
-
         converted = convert_sbd(Path(sbd_root), root)
         sbd_lists = read_sbd_lists(Path(sbd_root))
     train_aug = build_train_aug(root, sbd_lists)

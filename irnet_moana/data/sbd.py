@@ -17,8 +17,7 @@ import scipy.io
 from tqdm import tqdm
 
 from .. import io
-from ..io import VOC_CLASSES
-from .voc import DatasetError, aug_mask_dir, check_mask, read_list
+from .voc import VOC_CLASSES, DatasetError, aug_mask_dir, check_mask, read_list
 
 
 def sbd_dataset_dir(sbd_root: Path) -> Path:

@@ -14,15 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from .. import io
-from ..io import IGNORE, VOC_CLASSES
+from ..io import IGNORE, DatasetError
 
 LIST_DIR = Path("ImageSets") / "Segmentation"
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
+    "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
 OBJECT_DIR = "SegmentationObject"  # instance ids, for the instance scores only
 LABEL_CACHE = "cls_labels.npz"
-
-
-class DatasetError(RuntimeError):
-    """The dataset on disk does not have the layout or content a stage needs."""
 
 
 def class_names(root: str | Path) -> list[str]:
@@ -227,3 +228,8 @@ def training_stems(data: VOCData, stems: list[str], log=None) -> tuple[list[str]
     if not kept:
         raise DatasetError("no training image has a class label; check the list and the annotations")
     return kept, labels
+
+
+def class_names_with_background(data: VOCData) -> list[str]:
+    """Names of label values 0..K: background, then the foreground classes."""
+    return ["background", *data.names]

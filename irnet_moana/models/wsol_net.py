@@ -13,14 +13,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .backbone import Backbone
-from .cam_net import CAMHead, param_group
+from .cam_net import CAMNet, param_group
 
 
-class WSOLNet(nn.Module):
-    """Classifier whose class activation maps localize objects.
+class WSOLNet(CAMNet):
+    """:class:`CAMNet` with the WSOL recipe's defaults, unclipped maps of chosen classes and two LR groups.
 
     Args:
         num_classes: 200 for CUB, 1000 for ILSVRC.
@@ -46,23 +45,11 @@ class WSOLNet(nn.Module):
         freeze_bn: bool = False,
         freeze_stem: bool = False,
     ) -> None:
-        super().__init__()
-        self.backbone = Backbone(backbone, weights=weights, strides=strides,
-                                 freeze_bn=freeze_bn, freeze_stem=freeze_stem)
-        self.head = CAMHead(self.backbone.feature_channels, num_classes, moana=moana,
-                            moana_calibration=moana_calibration,
-                            moana_view_conv=moana_view_conv)
+        super().__init__(num_classes, backbone=backbone, weights=weights, strides=strides, moana=moana,
+                         moana_calibration=moana_calibration, moana_view_conv=moana_view_conv,
+                         freeze_bn=freeze_bn, freeze_stem=freeze_stem)
 
-    @property
-    def output_stride(self) -> int:
-        """Ratio between the input size and the class-map size."""
-        return self.backbone.stage_strides[-1]
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Class scores (N, num_classes) for images (N, 3, H, W)."""
-        return self.head.logits(self.head.calibrate(self.backbone(x)))
-
-    def cams(self, x: Tensor, class_idx: Tensor) -> Tensor:
+    def cams(self, x: Tensor, class_idx: Tensor) -> Tensor:  # type: ignore[override]
         """Class activation maps of the requested classes, without ReLU.
 
         The WSOL score map is min-max normalised afterwards, as in the
@@ -88,7 +75,7 @@ class WSOLNet(nn.Module):
             return torch.einsum("nc,nchw->nhw", weight, features)
         return torch.einsum("nkc,nchw->nkhw", weight, features)
 
-    def param_groups(self, lr_backbone: float, lr_new: float,
+    def param_groups(self, lr_backbone: float, lr_new: float,  # type: ignore[override]
                      weight_decay: float) -> list[dict[str, Any]]:
         """Optimizer groups: ``backbone`` at ``lr_backbone``, ``new`` (MoANA and
         classifier) at ``lr_new``. Only trainable parameters; empty groups are left out.

@@ -7,13 +7,13 @@ from typing import Sequence
 import numpy as np
 
 from .. import io
-from ..data.voc import VOCData
+from ..data.cams import label_keys, load_cam
+from ..data.voc import VOCData, class_names_with_background
 from ..metrics import ConfusionMatrix, format_iou_table
+from ..outputs import CAMS, EVAL_CAMS, METRICS
 from ..run import start_run
-from . import make_cams
-from .common import class_names_with_background, label_keys, load_cam
 
-OUT = "metrics"
+OUTPUTS = (f"{METRICS}/{EVAL_CAMS}",)
 
 
 def seed_labels(high_res: np.ndarray, keys: np.ndarray, bg_threshold: float) -> np.ndarray:
@@ -50,7 +50,7 @@ def run(cfg: dict) -> dict:
     stems = data.split(cfg["data"]["eval_list"])
     threshold = cfg["cam"]["bg_threshold"]
     thresholds = [threshold, *[t for t in cfg["cam"]["sweep"] if t != threshold]]
-    matrices = evaluate(data, run_.path(make_cams.OUT), stems, thresholds)
+    matrices = evaluate(data, run_.path(CAMS), stems, thresholds)
     names = class_names_with_background(data)
     result = matrices[0].summary(names)
     result.update({"bg_threshold": threshold, "list": cfg["data"]["eval_list"], "num_images": len(stems),
@@ -64,7 +64,7 @@ def run(cfg: dict) -> dict:
         result["best_threshold"] = float(best)
         run_.log.info("threshold sweep: %s; best %s (%.2f)", " ".join(f"{k}:{v:.1f}" for k, v in sweep.items()),
                       best, sweep[best])
-    out = run_.path(OUT, "eval_cams.json")
+    out = run_.path(METRICS, EVAL_CAMS)
     io.write_json(out, result)
     run_.finish(f"seed mIoU {result['miou']:.1f} (MoANA {'on' if cfg['cam']['moana'] else 'off'})", out)
     return result

@@ -4,11 +4,10 @@ from __future__ import annotations
 from .. import io
 from ..data.voc import OBJECT_DIR, VOCData
 from ..instance_eval import format_ap_table, format_map_line, score_instance_folder
+from ..outputs import EVAL_INSTANCES, INSTANCE_BASELINE, INSTANCE_MASKS, METRICS
 from ..run import start_run
-from . import make_instance_masks
 
-OUT = "metrics"
-METRICS = "eval_instances.json"
+OUTPUTS = (f"{METRICS}/{EVAL_INSTANCES}",)
 
 
 def run(cfg: dict) -> dict | None:
@@ -24,11 +23,11 @@ def run(cfg: dict) -> dict | None:
     made = set(data.split(cfg["instance"]["list"]))
     stems = [s for s in data.split(cfg["data"]["eval_list"]) if s in made]
     result: dict = {"list": cfg["data"]["eval_list"], "num_images": len(stems)}
-    for name, folder in (("irnet", make_instance_masks.OUT), ("baseline", make_instance_masks.BASELINE_OUT)):
+    for name, folder in (("irnet", INSTANCE_MASKS), ("baseline", INSTANCE_BASELINE)):
         result[name] = score_instance_folder(run_.path(folder), data.root, stems, data.names)
         run_.log.info(format_ap_table(result[name], f"{name} instances on {len(stems)} "
                                                     f"{cfg['data']['eval_list']} images"))
-    out = run_.path(OUT, METRICS)
+    out = run_.path(METRICS, EVAL_INSTANCES)
     io.write_json(out, result)
     run_.finish(f"IRNet {format_map_line(result['irnet'])}; semantic components "
                 f"{format_map_line(result['baseline'])}", out)

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 from .. import io
-from ..data.voc import VOCData
+from ..data.voc import VOCData, class_names_with_background
 from ..evaluation import score_mask_folder
 from ..metrics import format_iou_table
+from ..outputs import EVAL_PSEUDO_MASKS, METRICS, PSEUDO_MASKS
 from ..run import start_run
-from . import make_pseudo_masks
-from .common import class_names_with_background
+
+OUTPUTS = (f"{METRICS}/{EVAL_PSEUDO_MASKS}",)
 
 
-def run(cfg: dict, folder: str = make_pseudo_masks.OUT) -> dict:
+def run(cfg: dict, folder: str = PSEUDO_MASKS) -> dict:
     """mIoU of ``<run_dir>/<folder>`` on ``data.eval_list``; writes metrics/eval_<folder>.json."""
     run_ = start_run(cfg, f"eval_{folder}")
     data = VOCData(cfg["data"]["root"])
@@ -19,7 +20,7 @@ def run(cfg: dict, folder: str = make_pseudo_masks.OUT) -> dict:
     result = score_mask_folder(run_.path(folder), gt_dir, class_names_with_background(data), stems)
     result["list"] = cfg["data"]["eval_list"]
     run_.log.info(format_iou_table(result, f"{folder} mIoU on {cfg['data']['eval_list']}"))
-    out = run_.path("metrics", f"eval_{folder}.json")
+    out = run_.path(METRICS, f"eval_{folder}.json")
     io.write_json(out, result)
     run_.finish(f"{folder.replace('_', ' ')} mIoU {result['miou']:.1f}", out)
     return result

@@ -39,22 +39,22 @@ import torch
 from torch.utils.data import DataLoader
 
 from .. import io
+from ..figures.drawing import save_figure
+from ..figures.wsol_examples import example_figure
+from ..models.build import wsol_net, wsol_weights
 from ..models.wsol_net import WSOLNet
+from ..outputs import (EVAL_WSOL, FIGURES, METRICS, WSOL, WSOL_FIGURE, WSOL_PREDICTIONS,
+                       WSOL_SCOREMAPS)
 from ..precision import FP32, Precision
-from ..run import Run, start_run
+from ..run import Run, progress, start_run
 from ..training import TrainingError, autocast, load_weights
-from ..wsol import visualize
 from ..wsol.boxes import normalize_scoremap
 from ..wsol.data import WSOLTestDataset
 from ..wsol.evaluation import evaluate_scoremap_dir, format_results, load_predictions, scoremap_path
 from ..wsol.metadata import WSOLMetadata, read_metadata
-from . import train_wsol
-from .common import progress
 
-SCOREMAPS = "scoremaps"
-PREDICTIONS = "predictions"
-METRICS = "metrics"
-FIGURE = Path("figures") / "wsol_examples.png"
+OUTPUTS = (f"{WSOL}/{WSOL_SCOREMAPS}", f"{WSOL}/{WSOL_PREDICTIONS}", f"{METRICS}/{EVAL_WSOL}",
+           f"{FIGURES}/{WSOL_FIGURE}")
 TOPK = 5
 
 
@@ -115,10 +115,10 @@ def _batch_done(image_ids: Sequence[str], batch_file: Path, map_dir: Path, sourc
 def write_split(run_: Run, split: str, metadata: WSOLMetadata, load_model: Callable[[], WSOLNet]) -> Path:
     """Score maps and predictions of every image of one split; returns the predictions file."""
     w = run_.cfg["wsol"]
-    out = run_.path(train_wsol.OUT)
-    map_dir, prediction_dir = out / SCOREMAPS / split, out / PREDICTIONS / split
+    out = run_.path(WSOL)
+    map_dir, prediction_dir = out / WSOL_SCOREMAPS / split, out / WSOL_PREDICTIONS / split
     groups = batches(metadata.image_ids, w["eval_batch_size"])
-    source = source_fingerprint(train_wsol.weights_path(run_.dir), run_.cfg, run_.precision)
+    source = source_fingerprint(wsol_weights(run_.dir), run_.cfg, run_.precision)
     todo = [k for k, ids in enumerate(groups)
             if not _batch_done(ids, _batch_file(prediction_dir, k), map_dir, source)]
     run_.log.info("%s: %d images, %d of %d batches to compute", split, len(metadata.image_ids), len(todo),
@@ -141,7 +141,7 @@ def write_split(run_: Run, split: str, metadata: WSOLMetadata, load_model: Calla
     predictions: dict[str, list[int]] = {}
     for k in range(len(groups)):
         predictions.update(io.read_json(_batch_file(prediction_dir, k))["top5"])
-    path = out / PREDICTIONS / f"{split}.json"
+    path = out / WSOL_PREDICTIONS / f"{split}.json"
     io.write_json(path, predictions)
     return path
 
@@ -153,12 +153,12 @@ def choose_threshold_split(metadata_root: Path, threshold_split: str, eval_split
 
 def evaluate(run_: Run, metadata_root: Path, eval_split: str, threshold_split: str) -> dict[str, Any]:
     """Metrics of the saved maps and of the centre-box baseline, both with the threshold from ``threshold_split``."""
-    out = run_.path(train_wsol.OUT)
+    out = run_.path(WSOL)
     held_out = threshold_split != eval_split
     result = evaluate_scoremap_dir(
-        out / SCOREMAPS / eval_split, metadata_root / eval_split,
-        predictions_path=out / PREDICTIONS / f"{eval_split}.json",
-        threshold_scoremap_root=out / SCOREMAPS / threshold_split if held_out else None,
+        out / WSOL_SCOREMAPS / eval_split, metadata_root / eval_split,
+        predictions_path=out / WSOL_PREDICTIONS / f"{eval_split}.json",
+        threshold_scoremap_root=out / WSOL_SCOREMAPS / threshold_split if held_out else None,
         threshold_metadata_root=metadata_root / threshold_split if held_out else None)
     result["centre_baseline"] = evaluate_scoremap_dir(
         None, metadata_root / eval_split, threshold_metadata_root=metadata_root / threshold_split if held_out else None)
@@ -184,26 +184,26 @@ def run(cfg: dict, out: str | os.PathLike | None = None) -> dict[str, Any]:
                          "split %s itself (optimistic)", w["threshold_split"], metadata_root, eval_split)
     @functools.cache
     def load_model() -> WSOLNet:
-        net = train_wsol.build_model(cfg, weights="none")
-        load_weights(train_wsol.weights_path(run_.dir), net)
+        net = wsol_net(cfg, weights="none")
+        load_weights(wsol_weights(run_.dir), net)
         return net.to(run_.device).eval()
 
     metadata = {split: read_metadata(metadata_root / split) for split in dict.fromkeys([eval_split, threshold_split])}
     prediction_files = {split: write_split(run_, split, meta, load_model) for split, meta in metadata.items()}
-    map_dir = run_.path(train_wsol.OUT, SCOREMAPS, eval_split)
+    map_dir = run_.path(WSOL, WSOL_SCOREMAPS, eval_split)
     result = evaluate(run_, metadata_root, eval_split, threshold_split)
     result.update({"moana": w["moana"], "backbone": w["backbone"], "dataset": w["dataset"],
                    "score_map": "CAM of the ground-truth class, 224 x 224, min-max normalised",
                    "scoremap_root": str(map_dir), "predictions": str(prediction_files[eval_split])})
-    metrics_path = run_.path(METRICS, "eval_wsol.json")
+    metrics_path = run_.path(METRICS, EVAL_WSOL)
     io.write_json(metrics_path, result)
     if out is not None:
         io.write_json(out, result)
     if w["num_examples"] > 0:
-        figure = visualize.example_figure(w["image_root"], metadata[eval_split], map_dir, result["threshold"],
-                                          result["threshold_split"], w["num_examples"],
-                                          predictions=load_predictions(prediction_files[eval_split]))
-        run_.log.info("figure: %s", visualize.save_figure(run_.path(FIGURE), figure))
+        figure = example_figure(w["image_root"], metadata[eval_split], map_dir, result["threshold"],
+                                result["threshold_split"], w["num_examples"],
+                                predictions=load_predictions(prediction_files[eval_split]))
+        run_.log.info("figure: %s", save_figure(run_.path(FIGURES, WSOL_FIGURE), figure))
     run_.log.info(format_results(result))
     run_.log.info(comparison_line(result))
     run_.finish(f"MoANA {'on' if w['moana'] else 'off'}: {comparison_line(result)}; "

@@ -13,14 +13,14 @@ from torch.utils.data import DataLoader
 from .. import io
 from ..data.datasets import InferenceDataset, collate_single
 from ..data.voc import VOCData
+from ..data.cams import label_keys
+from ..models.build import trained_cam_net
 from ..models.cam_net import CAMNet
+from ..outputs import CAMS
 from ..precision import Precision
-from ..run import start_run
-from ..training import load_weights
-from . import train_cam
-from .common import label_keys, pending, progress
+from ..run import pending, progress, start_run
 
-OUT = "cams"
+OUTPUTS = (CAMS,)
 
 
 def strided_size(size: Sequence[int], stride: int) -> tuple[int, int]:
@@ -80,11 +80,6 @@ def image_cams(model: CAMNet, pyramid: Sequence[torch.Tensor], size: Sequence[in
     return max_normalize(low).cpu().numpy(), max_normalize(high).cpu().numpy()
 
 
-def load_cam_model(cfg: dict, num_classes: int, run_dir: Path, device: torch.device) -> CAMNet:
-    model = train_cam.build_model(cfg, num_classes, weights="none")
-    load_weights(run_dir / train_cam.OUT / "model.pth", model)
-    return model.to(device).eval()
-
 
 def run(cfg: dict, stems: list[str] | None = None) -> Path:
     """Write ``<run_dir>/cams/<id>.npz`` for every image of ``cam.infer_list`` (default ``data.train_list``)."""
@@ -92,11 +87,11 @@ def run(cfg: dict, stems: list[str] | None = None) -> Path:
     data = VOCData(cfg["data"]["root"])
     stems = stems if stems is not None else data.split(cfg["cam"]["infer_list"] or cfg["data"]["train_list"])
     labels = data.image_labels(stems)
-    out_dir = run_.path(OUT)
+    out_dir = run_.path(CAMS)
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [s for s in pending(stems, out_dir, ".npz", run_.log) if labels[s].sum() > 0]
     if todo:
-        model = inference_model(load_cam_model(cfg, data.num_classes, run_.dir, run_.device), run_.precision)
+        model = inference_model(trained_cam_net(cfg, data.num_classes, run_.dir, run_.device), run_.precision)
         dataset = InferenceDataset(data, todo, cfg["cam"]["scales"], labels)
         loader = DataLoader(dataset, batch_size=1, num_workers=cfg["data"]["num_workers"],
                             collate_fn=collate_single)

@@ -14,16 +14,15 @@ from torch.utils.data import DataLoader
 from .. import distributed, io
 from ..coco_export import export_coco
 from ..data.datasets import InferenceDataset, collate_single
+from ..data.cams import label_keys, load_cam
 from ..data.voc import DatasetError, VOCData
 from ..instances import instance_masks, semantic_components
-from ..run import start_run
+from ..models.build import trained_irnet
+from ..outputs import CAMS, INSTANCE_BASELINE, INSTANCE_COCO, INSTANCE_MASKS, PSEUDO_MASKS
+from ..run import pending, progress, start_run
 from ..training import autocast
-from . import make_cams, make_pseudo_masks, train_irn
-from .common import label_keys, load_cam, pending, progress
 
-OUT = "instance_masks"
-BASELINE_OUT = "instance_baseline"
-COCO = "instance_masks_coco.json"
+OUTPUTS = (INSTANCE_MASKS, INSTANCE_BASELINE, INSTANCE_COCO)
 
 
 def _empty(size: tuple[int, int]) -> io.Instances:
@@ -37,14 +36,14 @@ def run(cfg: dict) -> Path:
     data = VOCData(cfg["data"]["root"])
     stems = data.split(c["list"])
     labels = data.image_labels(stems)
-    out_dir, baseline_dir = run_.path(OUT), run_.path(BASELINE_OUT)
-    cam_dir, mask_dir = run_.path(make_cams.OUT), run_.path(make_pseudo_masks.OUT)
+    out_dir, baseline_dir = run_.path(INSTANCE_MASKS), run_.path(INSTANCE_BASELINE)
+    cam_dir, mask_dir = run_.path(CAMS), run_.path(PSEUDO_MASKS)
     out_dir.mkdir(parents=True, exist_ok=True)
     baseline_dir.mkdir(parents=True, exist_ok=True)
     missing = set(pending(stems, out_dir, ".json", run_.log)) | set(pending(stems, baseline_dir, ".json", run_.log))
     todo = [stem for stem in stems if stem in missing]
     if todo:
-        model = train_irn.load_trained(cfg, run_.dir, run_.device)
+        model = trained_irnet(cfg, run_.dir, run_.device)
         loader = DataLoader(InferenceDataset(data, todo, [1.0]), batch_size=1,
                             num_workers=cfg["data"]["num_workers"], collate_fn=collate_single)
         for sample in progress(loader, len(todo), "make_instance_masks"):
@@ -69,9 +68,9 @@ def run(cfg: dict) -> Path:
             io.save_instances(baseline_dir / stem, baseline)
     distributed.barrier()  # every rank's images are in before the export reads them all
     if distributed.is_main():
-        coco = export_coco(out_dir, stems, data.names, run_.path(COCO))
+        coco = export_coco(out_dir, stems, data.names, run_.path(INSTANCE_COCO))
         run_.log.info("COCO annotations of %d images, %d instances: %s", coco["images"], coco["annotations"],
                       coco["path"])
-    run_.finish(f"instance masks of {len(todo)} images written ({run_.precision.name}); COCO export {COCO}",
+    run_.finish(f"instance masks of {len(todo)} images written ({run_.precision.name}); COCO export {INSTANCE_COCO}",
                 out_dir)
     return out_dir

@@ -7,19 +7,20 @@ refined by a dense CRF; pixels the passes disagree on are ignored (255).
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from .. import io
-from ..crf import crf_labels
+from ..crf import IRN_LABELS, crf_labels
+from ..data.cams import label_keys, load_cam
 from ..data.voc import VOCData
-from ..run import start_run
-from . import make_cams
-from .common import label_keys, load_cam, pending, progress
+from ..outputs import CAMS, IR_LABELS
+from ..run import pending, progress, start_run
 
-OUT = "ir_labels"
+OUTPUTS = (IR_LABELS,)
 
 
 def confident_labels(image: np.ndarray, high_res: np.ndarray, keys: np.ndarray, fg_threshold: float = 0.30,
@@ -29,7 +30,8 @@ def confident_labels(image: np.ndarray, high_res: np.ndarray, keys: np.ndarray, 
 
     def crf_pass(threshold: float) -> np.ndarray:
         scores = np.concatenate([np.full((1, *high_res.shape[1:]), threshold, np.float32), high_res])
-        refined = crf_labels(image, scores.argmax(0), len(label_values), gt_prob=gt_prob, iterations=iterations)
+        refined = crf_labels(image, scores.argmax(0), len(label_values), gt_prob,
+                             replace(IRN_LABELS, iterations=iterations))
         return label_values[refined]
 
     fg = crf_pass(fg_threshold)
@@ -56,7 +58,7 @@ def run(cfg: dict) -> Path:
     data = VOCData(cfg["data"]["root"])
     stems = data.split(cfg["data"]["train_list"])
     labels = data.image_labels(stems)
-    out_dir, cam_dir = run_.path(OUT), run_.path(make_cams.OUT)
+    out_dir, cam_dir = run_.path(IR_LABELS), run_.path(CAMS)
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [s for s in pending(stems, out_dir, ".png", run_.log) if labels[s].sum() > 0]
     params = (c["fg_threshold"], c["bg_threshold"], c["crf_gt_prob"], c["crf_iterations"])

@@ -10,14 +10,15 @@ from torch.utils.data import DataLoader
 
 from .. import io
 from ..data.datasets import InferenceDataset, collate_single
+from ..data.cams import label_keys, load_cam
 from ..data.voc import VOCData
+from ..models.build import trained_irnet
+from ..outputs import CAMS, PSEUDO_MASKS
 from ..random_walk import walk_to_image
-from ..run import start_run
+from ..run import pending, progress, start_run
 from ..training import autocast
-from . import make_cams, train_irn
-from .common import label_keys, load_cam, pending, progress
 
-OUT = "pseudo_masks"
+OUTPUTS = (PSEUDO_MASKS,)
 
 
 def walk_to_labels(cam: np.ndarray, keys: np.ndarray, boundary: torch.Tensor, size: tuple[int, int],
@@ -35,11 +36,11 @@ def run(cfg: dict) -> Path:
     data = VOCData(cfg["data"]["root"])
     stems = data.split(p["list"])
     labels = data.image_labels(stems)
-    out_dir, cam_dir = run_.path(OUT), run_.path(make_cams.OUT)
+    out_dir, cam_dir = run_.path(PSEUDO_MASKS), run_.path(CAMS)
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = pending(stems, out_dir, ".png", run_.log)
     if todo:
-        model = train_irn.load_trained(cfg, run_.dir, run_.device)
+        model = trained_irnet(cfg, run_.dir, run_.device)
         loader = DataLoader(InferenceDataset(data, todo, [1.0]), batch_size=1,
                             num_workers=cfg["data"]["num_workers"], collate_fn=collate_single)
         for sample in progress(loader, len(todo), "make_pseudo_masks"):

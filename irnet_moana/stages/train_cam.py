@@ -8,29 +8,22 @@ import torch
 from .. import distributed, io
 from ..data.datasets import ClassificationDataset
 from ..data.voc import VOCData, training_stems
+from ..models.build import cam_net
 from ..models.cam_net import CAMNet
+from ..outputs import CAM, CAM_BACKBONE, MODEL
 from ..run import start_run
 from ..training import TrainSpec, fit, poly_lambda
-from .common import resolve_weights
 
-OUT = "cam"
-BACKBONE = "backbone.pth"
+OUTPUTS = (CAM,)
 
-
-def build_model(cfg: dict, num_classes: int, weights: str | None = None) -> CAMNet:
-    c = cfg["cam"]
-    return CAMNet(num_classes, backbone=c["backbone"],
-                  weights=resolve_weights(c["weights"] if weights is None else weights, Path(cfg["run_dir"])),
-                  strides=c["strides"], moana=c["moana"], moana_calibration=c["moana_calibration"],
-                  moana_view_conv=c["moana_view_conv"], freeze_bn=c["freeze_bn"], freeze_stem=c["freeze_stem"])
 
 
 def run(cfg: dict, resume: bool = False) -> Path:
     """Train and return the final weights path (``<run_dir>/cam/model.pth``); skipped when it exists."""
     run_ = start_run(cfg, "train_cam", precision_key="cam.amp")
-    out_dir = run_.path(OUT)
-    final = out_dir / "model.pth"
-    if final.is_file() and (out_dir / BACKBONE).is_file():
+    out_dir = run_.path(CAM)
+    final = out_dir / MODEL
+    if final.is_file() and (out_dir / CAM_BACKBONE).is_file():
         run_.finish("already trained; skipping", final)
         return final
     c = cfg["cam"]
@@ -38,7 +31,7 @@ def run(cfg: dict, resume: bool = False) -> Path:
     stems, labels = training_stems(data, data.split(cfg["data"]["train_list"]), run_.log)
     dataset = ClassificationDataset(data, stems, labels, cfg["seed"], c["resize_long"], c["crop_size"],
                                     c["color_jitter"], cfg["data"]["skip_corrupt"])
-    model = build_model(cfg, data.num_classes)
+    model = cam_net(cfg, data.num_classes)
     spec = TrainSpec(batch_size=c["batch_size"], epochs=c["epochs"], max_steps=c["max_steps"],
                      num_workers=cfg["data"]["num_workers"])
     run_.log.info("training CAM network (%s, MoANA %s) on %d images", c["backbone"], c["moana"], len(stems))
@@ -49,7 +42,7 @@ def run(cfg: dict, resume: bool = False) -> Path:
     # The trained backbone in torchvision's format lets later stages start from it
     # (the demo has no ImageNet weights): weights: "{run_dir}/cam/backbone.pth".
     if distributed.is_main():
-        with io.atomic_path(out_dir / BACKBONE) as tmp:
+        with io.atomic_path(out_dir / CAM_BACKBONE) as tmp:
             torch.save(model.backbone.state_dict(), tmp)
     run_.finish("trained", final)
     return final

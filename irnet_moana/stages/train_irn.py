@@ -11,27 +11,14 @@ from ..config import ConfigError
 from ..data import transforms as T
 from ..data.datasets import RelationDataset
 from ..data.voc import VOCData, training_stems
+from ..models.build import irnet
 from ..models.irn import IRNet, irn_losses
+from ..outputs import IR_LABELS, IRN
 from ..precision import Precision
 from ..run import start_run
-from ..training import TrainSpec, autocast, fit, load_weights, poly_lambda
-from . import make_ir_labels
-from .common import resolve_weights
+from ..training import TrainSpec, autocast, fit, poly_lambda
 
-OUT = "irn"
-
-
-def build_model(cfg: dict, weights: str | None = None) -> IRNet:
-    c = cfg["irn"]
-    return IRNet(c["backbone"], resolve_weights(c["weights"] if weights is None else weights, Path(cfg["run_dir"])),
-                 c["strides"])
-
-
-def load_trained(cfg: dict, run_dir: Path, device: torch.device) -> IRNet:
-    """This run's trained IRNet, in eval mode and channels-last on ``device``, for inference."""
-    model = build_model(cfg, weights="none")
-    load_weights(run_dir / OUT / "model.pth", model)
-    return model.to(device, memory_format=torch.channels_last).eval()
+OUTPUTS = (IRN,)
 
 
 @torch.no_grad()
@@ -69,9 +56,9 @@ def run(cfg: dict, resume: bool = False) -> Path:
                           f"stride-16 network), got {c['crop_size']}")
     data = VOCData(cfg["data"]["root"])
     stems, _ = training_stems(data, data.split(cfg["data"]["train_list"]), run_.log)
-    dataset = RelationDataset(data, stems, run_.path(make_ir_labels.OUT), cfg["seed"], c["resize_scale"],
+    dataset = RelationDataset(data, stems, run_.path(IR_LABELS), cfg["seed"], c["resize_scale"],
                               c["crop_size"], c["radius"], cfg["data"]["skip_corrupt"])
-    model = build_model(cfg)
+    model = irnet(cfg)
     path_index = dataset.path_index
 
     def loss_fn(m, batch):
@@ -93,7 +80,7 @@ def run(cfg: dict, resume: bool = False) -> Path:
     run_.log.info("training IRNet (%s) on %d relation label maps", c["backbone"], len(stems))
     final = fit(run_, model, model.param_groups(c["lr"], c["displacement_lr_mult"], c["weight_decay"]), dataset,
                 spec, loss_fn, momentum=c["momentum"], weight_decay=c["weight_decay"],
-                schedule=lambda total, _: poly_lambda(total, 0.9), out_dir=run_.path(OUT), resume=resume,
+                schedule=lambda total, _: poly_lambda(total, 0.9), out_dir=run_.path(IRN), resume=resume,
                 after_training=mean_shift)
     run_.finish("trained", final)
     return final

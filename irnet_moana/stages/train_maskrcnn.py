@@ -48,16 +48,12 @@ from ..data.datasets import TrainingDataset
 from ..data.voc import OBJECT_DIR, DatasetError, VOCData
 from ..instance_eval import format_ap_table, format_map_line, score_instance_folder
 from ..models.backbone import file_state_dict, imagenet_state_dict, state_mismatch
+from ..outputs import EVAL_MASKRCNN, INSTANCE_COCO, MASKRCNN, MASKRCNN_PRED, METRICS
 from ..precision import choose
-from ..run import start_run
+from ..run import pending, progress, resolve_weights, start_run
 from ..training import TrainSpec, autocast, fit
-from . import make_instance_masks
-from .common import pending, progress, resolve_weights
 
-OUT = "maskrcnn"
-PRED = "pred"  # <run_dir>/maskrcnn/pred/<stem>.{png,json}
-METRICS_DIR = "metrics"
-METRICS = "eval_maskrcnn.json"
+OUTPUTS = (MASKRCNN, f"{METRICS}/{EVAL_MASKRCNN}")
 IMAGE_DIR = "JPEGImages"
 ARCH = "resnet50"
 WARMUP_START = 1e-3  # torchvision's reference: the warm-up starts at lr / 1000
@@ -265,7 +261,7 @@ def run(cfg: dict, resume: bool = False) -> dict | None:
     m = cfg["maskrcnn"]
     _check_settings(m)
     data = VOCData(cfg["data"]["root"])
-    coco_path = run_.path(make_instance_masks.COCO)
+    coco_path = run_.path(INSTANCE_COCO)
     if not coco_path.is_file():
         raise DatasetError(f"{coco_path} does not exist; run `python pipelines/make_instance_masks.py` first "
                            "(it writes the instance pseudo labels' COCO export)")
@@ -300,9 +296,9 @@ def run(cfg: dict, resume: bool = False) -> dict | None:
                 momentum=m["momentum"], weight_decay=m["weight_decay"],
                 schedule=lambda total, _: lr_lambda(total, m["schedule"], m["warmup_iterations"], m["step_at"],
                                                      m["step_factor"]),
-                out_dir=run_.path(OUT), resume=resume)
+                out_dir=run_.path(MASKRCNN), resume=resume)
 
-    pred_dir = run_.path(OUT, PRED)
+    pred_dir = run_.path(MASKRCNN, MASKRCNN_PRED)
     pred_dir.mkdir(parents=True, exist_ok=True)
     todo = pending(eval_stems, pred_dir, ".json", run_.log)
     if todo:
@@ -320,7 +316,7 @@ def run(cfg: dict, resume: bool = False) -> dict | None:
     run_.log.info(format_ap_table(summary, f"Mask R-CNN instances on {len(eval_stems)} {m['eval_list']} images"))
     result = {"list": m["eval_list"], "num_images": len(eval_stems), "weights": m["weights"],
               "iterations": m["iterations"], "model": str(final), "maskrcnn": summary}
-    out = run_.path(METRICS_DIR, METRICS)
+    out = run_.path(METRICS, EVAL_MASKRCNN)
     io.write_json(out, result)
     run_.finish(f"Mask R-CNN {format_map_line(summary)} on {len(eval_stems)} {m['eval_list']} images", out)
     return result

@@ -1,6 +1,6 @@
 """WSOL stage 1: train the localisation classifier (ResNet, optional MoANA, 1x1 classifier, GAP).
 
-Recipe (DESIGN.md section 4): SGD with momentum and weight decay, the
+Recipe (docs/design.md, WSOL): SGD with momentum and weight decay, the
 backbone at ``wsol.lr`` and the new layers (MoANA and the classifier) at
 ``wsol.lr * wsol.new_lr_mult``, both multiplied by ``wsol.lr_decay`` every
 ``wsol.lr_decay_every`` epochs; cross-entropy on the globally pooled logits.
@@ -13,28 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models.wsol_net import WSOLNet
+from ..models.build import wsol_net, wsol_weights
+from ..outputs import WSOL
 from ..run import start_run
-from ..training import FINAL, TrainSpec, fit, step_lambda
+from ..training import TrainSpec, fit, step_lambda
 from ..wsol.data import WSOLTrainDataset
 from ..wsol.metadata import read_metadata
-from .common import resolve_weights
 
-OUT = "wsol"
+OUTPUTS = (WSOL,)
 TRAIN_SPLIT = "train"
 
-
-def build_model(cfg: dict, weights: str | None = None) -> WSOLNet:
-    """The configured WSOLNet; ``weights`` overrides ``wsol.weights`` (e.g. "none" before loading a run's file)."""
-    w = cfg["wsol"]
-    return WSOLNet(w["num_classes"], backbone=w["backbone"],
-                   weights=resolve_weights(w["weights"] if weights is None else weights, Path(cfg["run_dir"])),
-                   moana=w["moana"], moana_calibration=w["moana_calibration"],
-                   moana_view_conv=w["moana_view_conv"], strides=w["strides"])
-
-
-def weights_path(run_dir: Path) -> Path:
-    return run_dir / OUT / FINAL
 
 
 def loss_and_accuracy(model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, float]]:
@@ -48,7 +36,7 @@ def loss_and_accuracy(model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, 
 def run(cfg: dict, resume: bool = False) -> Path:
     """Train on ``<metadata_root>/train``; returns ``<run_dir>/wsol/model.pth`` (skipped when it exists)."""
     run_ = start_run(cfg, "train_wsol", precision_key="wsol.amp")
-    final = weights_path(run_.dir)
+    final = wsol_weights(run_.dir)
     if final.is_file():
         run_.finish("already trained; skipping", final)
         return final
@@ -56,7 +44,7 @@ def run(cfg: dict, resume: bool = False) -> Path:
     metadata = read_metadata(Path(w["metadata_root"]) / TRAIN_SPLIT)
     dataset = WSOLTrainDataset(w["image_root"], metadata, w["num_classes"], cfg["seed"], w["resize_size"],
                                w["crop_size"], cfg["data"]["skip_corrupt"])
-    model = build_model(cfg)
+    model = wsol_net(cfg)
     spec = TrainSpec(batch_size=w["batch_size"], epochs=w["epochs"],
                      checkpoint_every=w["checkpoint_every"], num_workers=cfg["data"]["num_workers"])
     run_.log.info("training WSOL network (%s, MoANA %s) on %d images of %s, %d epochs", w["backbone"],
@@ -65,6 +53,6 @@ def run(cfg: dict, resume: bool = False) -> Path:
     final = fit(run_, model, groups, dataset, spec, loss_and_accuracy,
                 momentum=w["momentum"], weight_decay=w["weight_decay"],
                 schedule=lambda _, steps_per_epoch: step_lambda(steps_per_epoch, w["lr_decay_every"], w["lr_decay"]),
-                out_dir=run_.path(OUT), resume=resume)
+                out_dir=run_.path(WSOL), resume=resume)
     run_.finish("trained", final)
     return final

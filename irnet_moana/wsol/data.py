@@ -1,6 +1,6 @@
 """Torch datasets over a WSOL metadata split and its image root.
 
-Training follows the WSOL recipe (DESIGN.md section 4): a square resize to
+Training follows the WSOL recipe (docs/design.md, WSOL): a square resize to
 ``resize_size``, a random ``crop_size`` crop and a horizontal flip; testing
 resizes the whole image to ``test_size`` x ``test_size``. Both normalise with
 the ImageNet statistics. The training set reuses

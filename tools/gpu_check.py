@@ -1,7 +1,11 @@
 """A few-minute check of the pipeline on a CUDA GPU: throughput and peak memory per stage and precision.
 
-On a small synthetic VOC-layout set (generated in the work folder) it runs,
-in this process, through the stages' own ``run`` functions:
+    python tools/gpu_check.py [--steps 30] [--images 64] [--work-dir DIR]
+    bash tools/gpu_check.sh [same options]   # the same, with the repository's .venv when there is one
+
+On a small synthetic VOC-layout set (generated in the work folder), with the
+``demo`` setting, it runs, in this process, through the stages' own ``run``
+functions:
 
 * train_cam for ``--steps`` optimizer steps at fp32 (amp none) and at the
   automatic precision (amp auto: bf16, or fp16 on a GPU without native bf16);
@@ -14,7 +18,7 @@ in this process, through the stages' own ``run`` functions:
 Each check prints images/s (wall time of the whole stage, set-up included)
 and ``torch.cuda.max_memory_allocated``. A failing check is reported and the
 others still run. Exit status: 0 all checks passed, 1 a check failed,
-:data:`NO_GPU_EXIT` without a CUDA GPU (nothing is run).
+3 (``NO_GPU_EXIT``) without a CUDA GPU (nothing is run).
 """
 from __future__ import annotations
 
@@ -29,11 +33,13 @@ from typing import Callable, Sequence
 
 import torch
 
-from .config import load_config
+from deeplab import train as deeplab_train
+from irnet_moana.config import load_config
+from irnet_moana.data.synthetic import generate_voc_demo
+from irnet_moana.outputs import CAM, PSEUDO_MASKS
+from irnet_moana.stages import make_cams, make_ir_labels, make_pseudo_masks, train_cam, train_irn
 
 NO_GPU_EXIT = 3
-REPO = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = REPO / "pipelines" / "configs" / "demo.yaml"
 AMPS = ("none", "auto")  # fp32 against what the GPU gets by default (bf16, or fp16 without native bf16)
 
 
@@ -70,21 +76,16 @@ def format_row(row: dict) -> str:
 
 def run_checks(work: Path, steps: int, data_size: int, log: Callable[[str], None] = print) -> list[dict]:
     """All checks in ``work`` (data and one run folder per check); returns one row per check."""
-    from deeplab import train as deeplab_train
-
-    from .data.synthetic import generate_voc_demo
-    from .stages import make_cams, make_ir_labels, make_pseudo_masks, train_cam, train_irn
-
     root = work / "data"
     if not (root / "ImageSets").is_dir():
         generate_voc_demo(root, num_train=data_size, num_train_aug_extra=data_size, num_val=8)
     num_images = 2 * data_size  # train_aug: every stage's list here
 
     def config(run_dir: Path, *overrides: str) -> dict:
-        return load_config(DEMO_CONFIG, [f"data.root={root}", f"run_dir={run_dir}", "data.num_workers=4",
-                                         "device=auto", f"cam.max_steps={steps}", "irn.epochs=1",
-                                         f"deeplab.iterations={steps}", f"deeplab.checkpoint_every={steps}",
-                                         *overrides])
+        return load_config("demo", [f"data.root={root}", f"run_dir={run_dir}", "data.num_workers=4",
+                                    "device=auto", f"cam.max_steps={steps}", "irn.epochs=1",
+                                    f"deeplab.iterations={steps}", f"deeplab.checkpoint_every={steps}",
+                                    *overrides])
 
     rows = []
 
@@ -104,8 +105,8 @@ def run_checks(work: Path, steps: int, data_size: int, log: Callable[[str], None
         return rows
     for precision in ("fp32", "auto"):
         run_dir = work / f"cams_{precision}"
-        if not (run_dir / train_cam.OUT).is_dir():
-            shutil.copytree(base / train_cam.OUT, run_dir / train_cam.OUT)
+        if not (run_dir / CAM).is_dir():
+            shutil.copytree(base / CAM, run_dir / CAM)
         cfg = config(run_dir, f"cam.infer_precision={precision}")
         check(f"make_cams {precision}", num_images, lambda: make_cams.run(cfg))
     cfg = config(base, "cam.infer_precision=fp32")
@@ -119,9 +120,9 @@ def run_checks(work: Path, steps: int, data_size: int, log: Callable[[str], None
         return rows
     for amp in AMPS:
         run_dir = work / f"deeplab_{amp}"
-        if not (run_dir / train_cam.OUT).is_dir():  # deeplab.weights is the CAM backbone in the demo setting
-            shutil.copytree(base / train_cam.OUT, run_dir / train_cam.OUT)
-        cfg = config(run_dir, f"deeplab.amp={amp}", f"deeplab.labels={base / make_pseudo_masks.OUT}")
+        if not (run_dir / CAM).is_dir():  # deeplab.weights is the CAM backbone in the demo setting
+            shutil.copytree(base / CAM, run_dir / CAM)
+        cfg = config(run_dir, f"deeplab.amp={amp}", f"deeplab.labels={base / PSEUDO_MASKS}")
         check(f"train_deeplab amp={amp}", steps * cfg["deeplab"]["batch_size"], lambda: deeplab_train.run(cfg))
     return rows
 

@@ -1,38 +1,25 @@
-"""A figure of WSOL results: images with their score map, ground-truth boxes and predicted box.
-
-Each tile is the image resized to 224 x 224 (the evaluation frame) with a jet
-overlay of its score map, the ground-truth boxes in red and the predicted box
-(the largest contour at the localisation threshold) in green, captioned with
-the class, the top-1 prediction when known and the IoU of the predicted box
-with the best-matching ground-truth box. Drawn with OpenCV and saved with
-PIL (no matplotlib).
-"""
+"""The WSOL-examples figure: images with their score map, ground-truth boxes (red) and predicted box (green)."""
 from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
-from PIL import Image
 
-from irnet_moana import io
-from irnet_moana.wsol.boxes import RESIZE_LENGTH, box_iou, boxes_from_scoremap, normalize_scoremap, resize_boxes
-from irnet_moana.wsol.data import ImageRoot
-from irnet_moana.wsol.evaluation import load_scoremap
-from irnet_moana.wsol.metadata import WSOLMetadata
+from ..wsol.boxes import RESIZE_LENGTH, box_iou, boxes_from_scoremap, normalize_scoremap, resize_boxes
+from ..wsol.data import ImageRoot
+from ..wsol.evaluation import load_scoremap
+from ..wsol.metadata import WSOLMetadata
+from .drawing import WHITE, overlay, put_text
 
-TILE = RESIZE_LENGTH
+TILE = RESIZE_LENGTH  # tiles show the evaluation frame, where the boxes are scored
 CAPTION = 24
 HEADER = 28
 PAD = 6
 RED = (230, 25, 25)
 GREEN = (25, 220, 25)
-BACKGROUND = (255, 255, 255)
-TEXT = (20, 20, 20)
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def figure_size(num_images: int, columns: int) -> tuple[int, int]:
@@ -42,30 +29,17 @@ def figure_size(num_images: int, columns: int) -> tuple[int, int]:
     return columns * TILE + (columns + 1) * PAD, HEADER + rows * (TILE + CAPTION) + (rows + 1) * PAD
 
 
-def overlay(image: np.ndarray, scoremap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend a jet-coloured [0, 1] score map over an RGB uint8 image of the same size."""
-    heat = cv2.applyColorMap((np.clip(scoremap, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-    return (image.astype(np.float32) * (1 - alpha) + heat.astype(np.float32) * alpha).round().astype(np.uint8)
-
-
-def _put_text(canvas: np.ndarray, text: str, origin: tuple[int, int], max_width: int, color=TEXT) -> None:
-    """Write ``text`` with its baseline at ``origin``, shrunk so that it fits ``max_width`` pixels."""
-    (width, _), _ = cv2.getTextSize(text, _FONT, 1.0, 1)
-    scale = min(0.5, max_width / max(width, 1))
-    cv2.putText(canvas, text, origin, _FONT, scale, color, 1, cv2.LINE_AA)
-
-
 def draw_tile(image: np.ndarray, scoremap: np.ndarray, gt_boxes: np.ndarray, pred_box: np.ndarray,
               caption: str) -> np.ndarray:
     """One (TILE + CAPTION, TILE, 3) tile; boxes are inclusive (x0, y0, x1, y1) in the 224 frame."""
-    tile = np.full((TILE + CAPTION, TILE, 3), BACKGROUND, dtype=np.uint8)
+    tile = np.full((TILE + CAPTION, TILE, 3), WHITE, dtype=np.uint8)
     picture = np.ascontiguousarray(overlay(image, scoremap))
     for x0, y0, x1, y1 in np.asarray(gt_boxes).reshape(-1, 4):
         cv2.rectangle(picture, (int(x0), int(y0)), (int(x1), int(y1)), RED, 2)
     x0, y0, x1, y1 = (int(v) for v in pred_box)
     cv2.rectangle(picture, (x0, y0), (x1, y1), GREEN, 2)
     tile[:TILE] = picture
-    _put_text(tile, caption, (4, TILE + CAPTION - 7), TILE - 8)
+    put_text(tile, caption, (4, TILE + CAPTION - 7), TILE - 8)
     return tile
 
 
@@ -73,8 +47,8 @@ def grid(tiles: Sequence[np.ndarray], columns: int, header: str) -> np.ndarray:
     """Tiles row by row on a white canvas under a one-line header."""
     width, height = figure_size(len(tiles), columns)
     columns = max(1, min(columns, len(tiles)))
-    canvas = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
-    _put_text(canvas, header, (PAD, HEADER - 8), width - 2 * PAD)
+    canvas = np.full((height, width, 3), WHITE, dtype=np.uint8)
+    put_text(canvas, header, (PAD, HEADER - 8), width - 2 * PAD)
     for index, tile in enumerate(tiles):
         row, column = divmod(index, columns)
         top = HEADER + PAD + row * (TILE + CAPTION + PAD)
@@ -94,10 +68,14 @@ def example_ids(image_ids: Sequence[str], num_images: int) -> list[str]:
 def example_figure(image_root: str | os.PathLike, metadata: WSOLMetadata, scoremap_root: str | os.PathLike,
                    threshold: float, threshold_split: str, num_images: int = 8, columns: int = 4,
                    predictions: Mapping[str, Sequence[int]] | None = None) -> np.ndarray:
-    """The figure for ``num_images`` images of the split.
+    """The figure for ``num_images`` images of the split, as an RGB array.
 
     The images are evenly spaced in the split's order (always the same ones,
     and from several classes, since metadata lists images class by class).
+    Each tile is the image resized to the evaluation frame under a jet overlay
+    of its score map, the predicted box being the largest contour at the
+    localisation threshold, captioned with the class, the top-1 prediction
+    when known and the IoU with the best-matching ground-truth box.
     """
     images = ImageRoot(image_root)
     image_ids = example_ids(metadata.image_ids, num_images)
@@ -115,11 +93,3 @@ def example_figure(image_root: str | os.PathLike, metadata: WSOLMetadata, scorem
         tiles.append(draw_tile(image, scoremap, gt, largest, f"{caption}  IoU {iou:.2f}"))
     header = f"GT box red, predicted box green (threshold {threshold:g} chosen on {threshold_split})"
     return grid(tiles, columns, header)
-
-
-def save_figure(path: str | os.PathLike, figure: np.ndarray) -> Path:
-    """Write an RGB uint8 array as a PNG, atomically."""
-    path = Path(path)
-    with io.atomic_path(path) as tmp:
-        Image.fromarray(figure).save(tmp, format="PNG")
-    return path

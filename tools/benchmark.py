@@ -1,27 +1,35 @@
 """Side-by-side CPU timings of the pipeline's hot spots, on the same inputs in one run.
 
-Four parts, each a function returning a dict of absolute figures and ratios:
+    python tools/benchmark.py SETTING [--set KEY=VALUE ...] [--run-dir DIR] [--only PART ...] [--out FILE]
+    python tools/benchmark.py demo --run-dir runs/demo --only random_walk --walk-repeats 1
 
-* :func:`bench_make_cams`: CAM inference (all scales, each with its flip) in
-  fp32 and in the precision ``auto`` picks on this CPU, as ``make_cams``
-  runs it, against
-  :func:`reference_style_cams`, a per-scale loop written like the original
-  implementation (fp32, default memory layout, unfolded BatchNorm, image and
-  flip as one batch of two);
-* :func:`bench_random_walk`: the sparse random walk against the dense
-  reference (:func:`irnet_moana.bench_random_walk.benchmark_random_walk`);
-* :func:`bench_crf`: ``make_ir_labels``' per-image work (two dense CRF passes)
-  in a process pool of 1 and of all cores;
-* :func:`bench_deeplab`: multi-scale DeepLab v2 inference in fp32 (default
-  layout and channels-last) and channels-last in the ``auto`` precision.
+Four parts (``--only``; default all), each a function returning a dict of
+absolute figures and ratios:
+
+* ``make_cams`` (``bench_make_cams``): CAM inference (all scales, each
+  with its flip) in fp32 and in the precision ``auto`` picks on this CPU, as
+  the make_cams stage runs it, against ``reference.reference_style_cams``,
+  IRNet's per-scale loop (fp32, default memory layout, unfolded BatchNorm,
+  image and flip as one batch of two). Uses the CAM model of ``--run-dir``
+  (<run_dir>/cam/model.pth) when there is one, else random weights (the
+  output says which), on images of the setting's ``data.root``;
+* ``random_walk`` (``bench_random_walk``): the sparse random walk against
+  the dense reference (``bench_random_walk.benchmark_random_walk``);
+* ``crf`` (``bench_crf``): make_ir_labels' per-image work (two dense CRF
+  passes) in a process pool of 1 and of all cores, on ``data.root``'s images;
+* ``deeplab`` (``bench_deeplab``): multi-scale DeepLab v2 inference in
+  fp32 (default layout and channels-last) and channels-last in the ``auto``
+  precision.
 
 Methods that are compared are run in turn on each input (round robin), so a
 change in the load of a shared machine shifts all of them alike;
-:func:`machine_info` records what the figures were measured on, the load
-average included. :func:`run_benchmarks` runs the parts asked for.
+``machine_info`` records what the figures were measured on (CPU model,
+its instruction kind: AVX2, AVX-512, AVX-512 bf16 or AMX; the load average
+included). The defaults take a few minutes on 2 cores.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import math
 import os
@@ -38,18 +46,24 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import io
-from .bench_random_walk import benchmark_random_walk, call_times
-from .data.datasets import InferenceDataset
-from .data.voc import DatasetError, VOCData
-from .metrics import ConfusionMatrix
-from .models.cam_net import CAMNet
-from .precision import Precision, choose, cpu_kind, cpu_model
-from .stages import make_ir_labels, train_cam
-from .stages.common import label_keys
-from .stages.eval_cams import seed_labels
-from .stages.make_cams import image_cams, inference_model, max_normalize, strided_size, strided_up_size
-from .training import autocast, load_weights
+from deeplab.model import deeplab_v2
+from irnet_moana import io
+from irnet_moana.cli import add_config_arguments, load, main_guard
+from irnet_moana.data.cams import label_keys
+from irnet_moana.data.datasets import InferenceDataset
+from irnet_moana.data.voc import DatasetError, VOCData
+from irnet_moana.metrics import ConfusionMatrix
+from irnet_moana.models.build import cam_net
+from irnet_moana.models.cam_net import CAMNet
+from irnet_moana.outputs import CAM, MODEL
+from irnet_moana.precision import Precision, choose, cpu_kind, cpu_model
+from irnet_moana.stages import make_ir_labels
+from irnet_moana.stages.eval_cams import seed_labels
+from irnet_moana.stages.make_cams import image_cams, inference_model
+from irnet_moana.training import autocast, load_weights
+
+from bench_random_walk import benchmark_random_walk, call_times
+from reference import reference_style_cams
 
 PARTS = ("make_cams", "random_walk", "crf", "deeplab")
 FP32 = Precision("fp32", "the benchmark's fp32 reference")
@@ -135,29 +149,6 @@ def round_robin(methods: dict[str, Callable[[int], object]], count: int, warmup:
 
 
 @torch.no_grad()
-def reference_style_cams(model: CAMNet, pyramid: Sequence[torch.Tensor], size: Sequence[int],
-                         keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """REFERENCE-STYLE LOOP, the timing baseline: a straightforward per-scale loop like the original code's.
-
-    One fp32 forward per scale of the image and its flip as a batch of two
-    (as IRNet's make_cam does), in the model's default memory layout, then the
-    same resizing, summing and max normalisation as
-    :func:`irnet_moana.stages.make_cams.image_cams`, whose (cam, high_res) it
-    returns. Not used by the pipeline.
-    """
-    keys_t = torch.from_numpy(keys)
-    low_size, up_size = strided_size(size, 4), strided_up_size(size, model.output_stride)
-    low = torch.zeros((len(keys), *low_size))
-    high = torch.zeros((len(keys), *up_size))
-    for images in pyramid:
-        maps = model.cams(images.contiguous())
-        merged = (maps[0] + maps[1].flip(-1))[keys_t].unsqueeze(0)
-        low += F.interpolate(merged, low_size, mode="bilinear", align_corners=False)[0]
-        high += F.interpolate(merged, up_size, mode="bilinear", align_corners=False)[0]
-    return max_normalize(low).numpy(), max_normalize(high[:, :size[0], :size[1]]).numpy()
-
-
-@torch.no_grad()
 def pyramid_flops(model: CAMNet, pyramid: Sequence[torch.Tensor]) -> int:
     """Floating-point operations of the network over one image's scale pyramid (torch's FLOP counter)."""
     with FlopCounterMode(display=False) as counter:
@@ -179,8 +170,8 @@ def cam_model(cfg: dict, num_classes: int, run_dir: Path | None) -> tuple[CAMNet
     """The CAM network of ``cfg`` with ``run_dir``'s trained weights when present, else random ones."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg["seed"])  # random weights repeat from run to run
-        model = train_cam.build_model(cfg, num_classes, weights="none")
-    weights = run_dir / train_cam.OUT / "model.pth" if run_dir is not None else None
+        model = cam_net(cfg, num_classes, weights="none")
+    weights = run_dir / CAM / MODEL if run_dir is not None else None
     if weights is not None and weights.is_file():
         load_weights(weights, model)
         return model.eval(), f"trained ({weights})"
@@ -268,10 +259,10 @@ def seed_miou(data: VOCData, stems: Sequence[str], seeds: Sequence[np.ndarray]) 
     return round(100.0 * matrix.miou(), 2) if scored else None
 
 
-# The shapes at which the random walk's speed targets are set: 100x the
-# dense reference, and under 2 s at VOC's full size at stride 4.
-WALK_TARGET_SHAPE = (48, 64)
-WALK_LARGE_TARGET_SHAPE = (128, 128)
+# The shape of the random-walk part's headline figures, fixed so that runs
+# with other shape lists stay comparable: a mid-sized map that the dense
+# reference still times in seconds (its HW x HW matrix is 36 MiB there).
+WALK_HEADLINE_SHAPE = (48, 64)
 
 
 def _mebibytes(count: int | None) -> float | None:
@@ -284,7 +275,7 @@ def bench_random_walk(sizes: BenchmarkSizes) -> dict:
     The headline ``speedup_sparse_vs_dense`` (index pattern cached, as over a
     dataset; ``speedup_cold_sparse_vs_dense`` from scratch) and
     ``argmax_equal`` are the worst over the class counts at
-    :data:`WALK_TARGET_SHAPE`, ``None`` when that shape is not among
+    :data:`WALK_HEADLINE_SHAPE`, ``None`` when that shape is not among
     ``sizes.walk_shapes``.
     """
     rows = benchmark_random_walk(shapes=tuple(tuple(shape) for shape in sizes.walk_shapes),
@@ -317,13 +308,13 @@ def summarize_walk_rows(rows: Sequence[dict]) -> dict:
             out.update(large_shape=[row["height"], row["width"]], large_num_classes=row["num_classes"],
                        large_sparse_s=case["sparse_s"])
         cases[name] = case
-    at_target = [row for row in rows if (row["height"], row["width"]) == WALK_TARGET_SHAPE
-                 and row["dense_s"] is not None]
-    out.update(target_shape=list(WALK_TARGET_SHAPE),
-               speedup_sparse_vs_dense=round(min(r["speedup"] for r in at_target), 1) if at_target else None,
-               speedup_cold_sparse_vs_dense=(round(min(r["speedup_cold"] for r in at_target), 1)
-                                             if at_target else None),
-               argmax_equal=all(r["argmax_equal"] for r in at_target) if at_target else None)
+    headline = [row for row in rows if (row["height"], row["width"]) == WALK_HEADLINE_SHAPE
+                and row["dense_s"] is not None]
+    out.update(headline_shape=list(WALK_HEADLINE_SHAPE),
+               speedup_sparse_vs_dense=round(min(r["speedup"] for r in headline), 1) if headline else None,
+               speedup_cold_sparse_vs_dense=(round(min(r["speedup_cold"] for r in headline), 1)
+                                             if headline else None),
+               argmax_equal=all(r["argmax_equal"] for r in headline) if headline else None)
     out["cases"] = cases
     return out
 
@@ -385,8 +376,6 @@ def bench_crf(cfg: dict, sizes: BenchmarkSizes) -> dict:
 def bench_deeplab(sizes: BenchmarkSizes, num_classes: int = 21) -> dict:
     """Multi-scale DeepLab v2 inference (random weights) per depth: fp32, fp32 channels-last, and channels-last
     under autocast to the precision ``auto`` picks (timed only when that is not fp32)."""
-    from deeplab.model import deeplab_v2
-
     out = {}
     auto = auto_precision()
     generator = torch.Generator().manual_seed(0)
@@ -429,31 +418,9 @@ def bench_deeplab(sizes: BenchmarkSizes, num_classes: int = 21) -> dict:
     return out
 
 
-def check_targets(results: dict) -> dict[str, bool]:
-    """The speed targets of the pipeline that these figures can decide."""
-    checks = {}
-    if "make_cams" in results:
-        speedup = results["make_cams"]["speedup_auto_vs_reference_loop"]
-        checks["make_cams_auto_at_least_3x_reference_loop"] = speedup >= 3
-        difference = results["make_cams"].get("seed_miou_auto_minus_fp32")
-        if difference is not None:
-            checks["make_cams_auto_seed_miou_within_0.5_of_fp32"] = abs(difference) <= 0.5
-    if "random_walk" in results:
-        walk = results["random_walk"]
-        if walk.get("speedup_sparse_vs_dense") is not None:
-            checks["random_walk_sparse_at_least_100x_dense_same_argmax"] = bool(
-                walk["speedup_sparse_vs_dense"] >= 100 and walk["argmax_equal"])
-        if walk.get("large_shape") == list(WALK_LARGE_TARGET_SHAPE):
-            checks["random_walk_large_under_2s"] = walk["large_sparse_s"] < 2
-    if "crf" in results and results["crf"]["cores"] > 1:
-        # "scales with cores": more than half the ideal speed-up
-        checks["crf_scales_with_cores"] = results["crf"]["speedup_all_cores_vs_1"] > results["crf"]["cores"] / 2
-    return checks
-
-
 def run_benchmarks(cfg: dict, parts: Sequence[str] = PARTS, sizes: BenchmarkSizes | None = None,
                    run_dir: Path | None = None, log: Callable[[str], None] = print) -> dict:
-    """Run the parts asked for and return machine info, figures per part and target checks."""
+    """Run the parts asked for and return the machine info at start and end and the figures per part."""
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise ValueError(f"unknown benchmark part(s) {unknown}; choose from {PARTS}")
@@ -480,7 +447,6 @@ def run_benchmarks(cfg: dict, parts: Sequence[str] = PARTS, sizes: BenchmarkSize
     finally:
         torch.set_num_threads(previous_threads)
     report["machine_end"] = machine_info()
-    report["targets"] = check_targets(report)
     return report
 
 
@@ -503,3 +469,61 @@ def format_part(name: str, figures: dict, indent: str = "  ") -> str:
 
     add("", figures)
     return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Parse the command line, run the parts asked for, print the machine and the figures; returns the report."""
+    defaults = BenchmarkSizes()
+    # the raw layout keeps the docstring's usage lines and lists as written
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    parser.add_argument("--only", action="append", choices=PARTS, default=None,
+                        help="run only this part (repeatable; default: all)")
+    parser.add_argument("--out", type=Path, default=None, metavar="FILE",
+                        help="also write the figures to this JSON file")
+    parser.add_argument("--cam-images", type=int, default=defaults.cam_images, metavar="N",
+                        help="images of make_cams (default: %(default)s)")
+    parser.add_argument("--walk-shape", type=int, nargs=2, action="append", default=None, metavar=("H", "W"),
+                        help="a size of the sparse vs dense comparison (repeatable; default: "
+                             + ", ".join(f"{h} {w}" for h, w in defaults.walk_shapes) + ")")
+    parser.add_argument("--walk-classes", type=int, nargs="+", default=list(defaults.walk_classes), metavar="C",
+                        help="class counts of the sparse vs dense comparison (default: %(default)s)")
+    parser.add_argument("--walk-large", type=int, nargs=2, default=list(defaults.walk_large), metavar=("H", "W"),
+                        help="size timed with the sparse walk only (default: %(default)s)")
+    parser.add_argument("--walk-repeats", type=int, default=defaults.walk_repeats, metavar="N",
+                        help="timed calls of each walk, at least (default: %(default)s)")
+    parser.add_argument("--crf-images", type=int, default=defaults.crf_images, metavar="N",
+                        help="images of the CRF part (default: %(default)s)")
+    parser.add_argument("--deeplab-depths", type=int, nargs="+", default=list(defaults.deeplab_depths),
+                        choices=(18, 34, 50, 101), metavar="DEPTH",
+                        help="ResNet depths of DeepLab, of 18, 34, 50, 101 (default: %(default)s)")
+    parser.add_argument("--deeplab-size", type=int, default=defaults.deeplab_size, metavar="PIXELS",
+                        help="square input size of DeepLab (default: %(default)s)")
+    parser.add_argument("--deeplab-images", type=int, default=defaults.deeplab_images, metavar="N",
+                        help="images of the DeepLab part (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=defaults.threads, metavar="N",
+                        help="torch intra-op threads (default: %(default)s, the core count)")
+    args = parser.parse_args(argv)
+    cfg = load(parser, args)
+    walk_shapes = tuple(tuple(shape) for shape in args.walk_shape or defaults.walk_shapes)
+    sizes = BenchmarkSizes(cam_images=args.cam_images, walk_shapes=walk_shapes,
+                           walk_classes=tuple(args.walk_classes), walk_large=tuple(args.walk_large),
+                           walk_repeats=args.walk_repeats, crf_images=args.crf_images,
+                           deeplab_depths=tuple(args.deeplab_depths), deeplab_size=args.deeplab_size,
+                           deeplab_images=args.deeplab_images, threads=args.threads)
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    report = run_benchmarks(cfg, args.only or PARTS, sizes, run_dir)
+    start, end = report["machine_start"], report["machine_end"]
+    print(f"machine: {start['cpu']} ({start['cpu_kind']}, torch kernels {start['torch_cpu_capability']}, "
+          f"ONEDNN_MAX_CPU_ISA {start['onednn_max_cpu_isa']}), {start['cores']} cores, torch {start['torch']}, "
+          f"{start['torch_threads']} threads, allocator {start['allocator']}; "
+          f"load average {start['load_average']} at start, {end['load_average']} at end")
+    print(f"auto precision: {start['auto_precision']['precision']} ({start['auto_precision']['reason']})")
+    if args.out:
+        io.write_json(args.out, report)
+        print(f"figures written to {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main_guard(main)

@@ -1,11 +1,13 @@
-"""Dense reference of IRNet's random walk and a benchmark of the sparse one against it.
+"""Time the sparse random walk against IRNet's dense reference, on the same inputs, side by side.
 
-:func:`dense_propagate_reference` follows the original code step by step
-(pad, path affinities on the padded grid, dense symmetric matrix with unit
-diagonal, crop to the image, column normalisation, ``exp_times`` squarings).
-It is the single dense reference: the tests compare
-:func:`irnet_moana.random_walk.propagate_to_edge` with it, and
-:func:`benchmark_random_walk` times both on the same inputs.
+:func:`benchmark_random_walk` runs
+:func:`irnet_moana.random_walk.propagate_to_edge` (the walk make_pseudo_masks
+runs) and :func:`reference.dense_propagate_reference` on synthetic CAMs and
+boundary maps (:func:`synthetic_walk_inputs`, also used by the tests) and
+returns one row of times, memory and agreement per shape and class count.
+``benchmark.py``'s ``random_walk`` part runs it and summarises the rows:
+
+    python tools/benchmark.py demo --only random_walk
 
 Peak memory is reported two ways:
 
@@ -30,63 +32,12 @@ import time
 from typing import Callable, NamedTuple
 
 import torch
-import torch.nn.functional as F
 
-from .random_walk import affinity_entries, clear_caches, propagate_to_edge
-from .relations import PathIndex
+from irnet_moana.random_walk import affinity_entries, clear_caches, propagate_to_edge
+
+from reference import dense_propagate_reference
 
 _FLOAT32_BYTES = 4
-
-
-def dense_affinity_matrix(edge: torch.Tensor, radius: int = 5) -> torch.Tensor:
-    """IRNet's dense symmetric affinity matrix ``A`` (``HW x HW``, unit diagonal) of an ``(H, W)`` map."""
-    height, width = edge.shape
-    padded_h, padded_w = height + radius, width + 2 * radius
-    index = PathIndex(radius)
-    padded = F.pad(edge[None, None], (radius, radius, 0, radius), value=1.0)
-    affinity = index.edge_to_affinity(padded)[0]
-    source_h, source_w = affinity.shape[-2:]
-
-    flat = torch.arange(padded_h * padded_w).view(padded_h, padded_w)
-    source = flat[:source_h, index.margin:index.margin + source_w].reshape(-1)
-    dense = torch.zeros(padded_h * padded_w, padded_h * padded_w, dtype=edge.dtype)
-    for d, (dy, dx) in enumerate(index.directions.tolist()):
-        left = index.margin + dx
-        target = flat[dy:dy + source_h, left:left + source_w].reshape(-1)
-        dense[source, target] = affinity[d].reshape(-1)
-        dense[target, source] = affinity[d].reshape(-1)
-    dense.fill_diagonal_(1.0)
-
-    dense = dense.view(padded_h, padded_w, padded_h, padded_w)
-    dense = dense[:-radius, radius:-radius, :-radius, radius:-radius]
-    return dense.reshape(height * width, height * width)
-
-
-def dense_transition_matrix(edge: torch.Tensor, radius: int = 5, beta: float = 10.0) -> torch.Tensor:
-    """IRNet's transition matrix ``T``: ``A**beta`` divided by its column sums (diagonal included)."""
-    scaled = dense_affinity_matrix(edge, radius) ** beta
-    return scaled / scaled.sum(dim=0, keepdim=True)
-
-
-def dense_propagate_reference(
-    cams: torch.Tensor,
-    edge: torch.Tensor,
-    radius: int = 5,
-    beta: float = 10.0,
-    exp_times: int = 8,
-) -> torch.Tensor:
-    """IRNet's dense random walk, ``(C, H, W)`` in, ``(C, H, W)`` out, on the CPU.
-
-    Same interface as :func:`propagate_to_edge`; the computation dtype is
-    ``cams``'s (use float64 for a tight reference). Needs ``(HW)^2`` memory.
-    """
-    channels, height, width = cams.shape
-    edge = edge.reshape(height, width).to(cams.dtype).cpu()
-    transition = dense_transition_matrix(edge, radius=radius, beta=beta)
-    for _ in range(exp_times):
-        transition = transition @ transition
-    walked = (cams.cpu() * (1.0 - edge)).reshape(channels, -1) @ transition
-    return walked.reshape(channels, height, width)
 
 
 def synthetic_walk_inputs(
