@@ -51,6 +51,8 @@ FOUR_STRIDES = Check("be four strides of 1 or 2", "of four strides, each 1 or 2"
                      lambda v: len(v) == 4 and all(type(s) is int and s in (1, 2) for s in v))
 LOW_HIGH = Check("be [low, high] with 0 < low <= high", "[low, high] with 0 < low <= high",
                  lambda v: len(v) == 2 and all(map(_is_number, v)) and 0 < v[0] <= v[1])
+SEEDS = Check("be distinct seeds >= 0", "of distinct seeds >= 0",
+              lambda v: all(type(x) is int and x >= 0 for x in v) and len(set(v)) == len(v))
 POSITIVE_SCALES = Check("be a non-empty list of positive scales", "of scales > 0, not empty",
                         lambda v: len(v) > 0 and all(_is_number(s) and s > 0 for s in v))
 
@@ -281,6 +283,9 @@ SCHEMA: dict[str, Key | Section] = {
                                       "<metadata_root>/<threshold_split> exists, else eval_split itself"),
         "eval_split": Key("test", "split that is scored"),
         "num_examples": Key(8, "test images in the example figure; 0 draws none", check=NON_NEGATIVE),
+        "seeds": Key([], "run_all.sh trains and scores each network once per seed listed, in <run_dir>/seed<N>, and "
+                         "reports the mean and standard deviation; empty: one run with the top-level seed",
+                     check=SEEDS),
     }),
     "maskrcnn": Section("Optional stage train_maskrcnn: torchvision's Mask R-CNN (ResNet-50 FPN) trained on "
                         "the instance pseudo labels (<run_dir>/instance_masks_coco.json), then mAP^r of its "

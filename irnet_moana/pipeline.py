@@ -7,8 +7,10 @@ stages always resume from their last checkpoint.
 from __future__ import annotations
 
 import copy
+import functools
 import shutil
 import socket
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +25,13 @@ from deeplab import train as train_deeplab
 
 from . import io
 from .config import dump_config, load_config
-from .data.synthetic import generate_cub_demo, generate_voc_demo
+from .data.synthetic import generate_voc_demo, prepare_cub_demo
 from .data.voc import LIST_DIR, check_layout
 from .outputs import (EVAL_CAMS, EVAL_DEEPLAB, EVAL_INSTANCES, EVAL_MASKRCNN, EVAL_PSEUDO_MASKS, EVAL_WSOL, FIGURES,
                       METRICS, PLAIN_CAM, PRECISIONS, REPORT, SUMMARY, TIMINGS)
 from .run import package_versions
 from .stages import (eval_cams, eval_instances, eval_masks, eval_wsol, make_cams, make_instance_masks, make_ir_labels,
                      make_pseudo_masks, train_cam, train_irn, train_maskrcnn, train_wsol, visualize)
-from .wsol.metadata import convert_cub
 
 
 class MissingRequirements(RuntimeError):
@@ -42,9 +43,8 @@ class Stage:
     name: str
     action: Callable[[dict], Any]
     outputs: tuple[str, ...]  # paths under the run directory that --force removes
-    baseline: bool = False  # runs with MoANA off in <run_dir>/plain_cam
-
-
+    config: Callable[[dict], dict] = lambda cfg: cfg  # the setting's configuration as this stage runs it
+    note: str = ""  # printed beside the name, e.g. which network of a comparison it is
 
 
 def _prepare_demo(cfg: dict) -> None:
@@ -59,13 +59,14 @@ def _prepare_demo(cfg: dict) -> None:
 
 def _prepare_demo_wsol(cfg: dict) -> None:
     metadata = Path(cfg["wsol"]["metadata_root"])
-    if (metadata / cfg["wsol"]["eval_split"] / "image_ids.txt").is_file():
+    splits = ("train", cfg["wsol"]["threshold_split"], cfg["wsol"]["eval_split"])
+    if all((metadata / split / "image_ids.txt").is_file() for split in splits):
         print(f"[prepare] demo WSOL data present at {metadata}")
         return
     root = Path(cfg["wsol"]["image_root"]).parent
-    generate_cub_demo(root, seed=cfg["seed"])
-    convert_cub(root, metadata)
-    print(f"[prepare] generated the synthetic CUB-style set in {root}, metadata in {metadata}")
+    summary = prepare_cub_demo(root, metadata, seed=cfg["seed"])
+    print(f"[prepare] generated the synthetic CUB-style set in {root}, metadata in {metadata}: "
+          + ", ".join(f"{count} {split}" for split, count in summary["metadata"].items()))
 
 
 def _optional_maskrcnn() -> Callable[[dict], None]:
@@ -81,9 +82,9 @@ def wsss_stages(with_baseline: bool, prepare: Callable[[dict], None] | None = No
     stages = [Stage("prepare", prepare, ())] if prepare else []
     if with_baseline:
         stages += [
-            Stage("train_cam_plain", lambda c: train_cam.run(c, resume=True), train_cam.OUTPUTS, baseline=True),
-            Stage("make_cams_plain", make_cams.run, make_cams.OUTPUTS, baseline=True),
-            Stage("eval_cams_plain", eval_cams.run, eval_cams.OUTPUTS, baseline=True),
+            Stage("train_cam_plain", lambda c: train_cam.run(c, resume=True), train_cam.OUTPUTS, *PLAIN),
+            Stage("make_cams_plain", make_cams.run, make_cams.OUTPUTS, *PLAIN),
+            Stage("eval_cams_plain", eval_cams.run, eval_cams.OUTPUTS, *PLAIN),
         ]
     stages += [
         Stage("train_cam", lambda c: train_cam.run(c, resume=True), train_cam.OUTPUTS),
@@ -103,17 +104,35 @@ def wsss_stages(with_baseline: bool, prepare: Callable[[dict], None] | None = No
     return stages
 
 
-def wsol_stages(with_baseline: bool, prepare: Callable[[dict], None] | None = None) -> list[Stage]:
+def seeded_config(cfg: dict, seed: int) -> dict:
+    """One of several training runs: ``seed``, in ``<run_dir>/seed<seed>``."""
+    run = copy.deepcopy(cfg)
+    run["seed"] = seed
+    run["run_dir"] = str(Path(cfg["run_dir"]) / f"seed{seed}")
+    return run
+
+
+def seed_dirs(run_dir: Path, cfg: dict) -> list[Path]:
+    """The run directories of the WSOL networks: one per ``wsol.seeds`` entry, or ``run_dir`` itself."""
+    return [run_dir / f"seed{seed}" for seed in cfg["wsol"]["seeds"]] or [run_dir]
+
+
+def wsol_stages(cfg: dict, with_baseline: bool, prepare: Callable[[dict], None] | None = None) -> list[Stage]:
+    """Train and evaluate (the plain CAM, then) MoANA, once per ``wsol.seeds`` entry or once with ``seed``."""
     stages = [Stage("prepare", prepare, ())] if prepare else []
-    if with_baseline:
-        stages += [
-            Stage("train_wsol_plain", lambda c: train_wsol.run(c, resume=True), train_wsol.OUTPUTS, baseline=True),
-            Stage("eval_wsol_plain", eval_wsol.run, eval_wsol.OUTPUTS, baseline=True),
-        ]
-    stages += [
-        Stage("train_wsol", lambda c: train_wsol.run(c, resume=True), train_wsol.OUTPUTS),
-        Stage("eval_wsol", eval_wsol.run, eval_wsol.OUTPUTS),
-    ]
+    networks = ([("_plain", baseline_config, PLAIN[1])] if with_baseline else []) + [("", lambda c: c, "")]
+    for suffix, network, note in networks:
+        for seed in cfg["wsol"]["seeds"] or [None]:
+            if seed is None:
+                name, variant, label = suffix, network, note
+            else:
+                name, label = f"{suffix}_seed{seed}", ", ".join(filter(None, [note, f"seed {seed}"]))
+                variant = functools.partial(lambda c, n, s: seeded_config(n(c), s), n=network, s=seed)
+            stages += [
+                Stage(f"train_wsol{name}", lambda c: train_wsol.run(c, resume=True), train_wsol.OUTPUTS, variant,
+                      label),
+                Stage(f"eval_wsol{name}", eval_wsol.run, eval_wsol.OUTPUTS, variant, label),
+            ]
     return stages
 
 
@@ -121,16 +140,16 @@ def wsol_stages(with_baseline: bool, prepare: Callable[[dict], None] | None = No
 class Setting:
     """A setting file of the same name (irnet_moana/configs/<name>.yaml) and the stages it runs."""
     kind: str  # wsss | wsol
-    stages: Callable[[], list[Stage]] = field(repr=False)
+    stages: Callable[[dict], list[Stage]] = field(repr=False)
 
 
 SETTINGS: dict[str, Setting] = {
-    "demo": Setting("wsss", lambda: wsss_stages(True, _prepare_demo)),
-    "voc12": Setting("wsss", lambda: wsss_stages(False)),
-    "voc12-moana": Setting("wsss", lambda: wsss_stages(False)),
-    "demo-wsol": Setting("wsol", lambda: wsol_stages(True, _prepare_demo_wsol)),
-    "cub": Setting("wsol", lambda: wsol_stages(False)),
-    "ilsvrc": Setting("wsol", lambda: wsol_stages(False)),
+    "demo": Setting("wsss", lambda cfg: wsss_stages(True, _prepare_demo)),
+    "voc12": Setting("wsss", lambda cfg: wsss_stages(False)),
+    "voc12-moana": Setting("wsss", lambda cfg: wsss_stages(False)),
+    "demo-wsol": Setting("wsol", lambda cfg: wsol_stages(cfg, True, _prepare_demo_wsol)),
+    "cub": Setting("wsol", lambda cfg: wsol_stages(cfg, False)),
+    "ilsvrc": Setting("wsol", lambda cfg: wsol_stages(cfg, False)),
 }
 
 
@@ -142,6 +161,9 @@ def baseline_config(cfg: dict) -> dict:
     base["cam"]["infer_list"] = cfg["data"]["eval_list"]
     base["wsol"]["moana"] = False
     return base
+
+
+PLAIN = (baseline_config, "plain CAM baseline")  # a Stage's config and note for the baseline's stages
 
 
 def _imagenet_file(arch: str) -> Path:
@@ -264,16 +286,15 @@ def run_setting(setting: str, overrides: list[str], run_dir: str | None = None, 
     if run_dir:
         cfg["run_dir"] = run_dir
     check_requirements(setting, cfg)
-    stages = spec.stages()
+    stages = spec.stages(cfg)
     for name in forced:
         select(stages, name, None)
-    base_cfg = baseline_config(cfg)
     started = time.time()
     for stage in select(stages, start, only):
-        stage_cfg = base_cfg if stage.baseline else cfg
+        stage_cfg = stage.config(cfg)
         if stage.name in forced:
             force(stage, Path(stage_cfg["run_dir"]))
-        print(f"== {stage.name}{' (plain CAM baseline)' if stage.baseline else ''}", flush=True)
+        print(f"== {stage.name}{f' ({stage.note})' if stage.note else ''}", flush=True)
         stage.action(stage_cfg)
     summary = summarize(setting, cfg, time.time() - started)
     return summary
@@ -290,11 +311,30 @@ def _metric(path: Path, *keys: str) -> float | None:
     return value
 
 
-def summary_rows(cfg: dict, kind: str) -> list[tuple[str, float | None]]:
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the runs that have the figure; no spread for one run."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None, None
+    return statistics.fmean(present), (statistics.stdev(present) if len(present) > 1 else None)
+
+
+WSOL_ROWS = (
+    (("MaxBoxAccV2",), "MaxBoxAccV2"),
+    *((("MaxBoxAccV2_per_iou", iou), f"MaxBoxAccV2 at IoU {iou}") for iou in ("30", "50", "70")),
+    (("gt_known_loc",), "GT-known Loc"),
+    (("top1_loc",), "Top-1 Loc"),
+    (("top5_loc",), "Top-5 Loc"),
+    (("top1_cls",), "top-1 classification"),
+)
+
+
+def summary_rows(cfg: dict, kind: str) -> list[tuple[str, float | None, float | None]]:
+    """(figure, value, standard deviation over the seeds or None) of a run's metrics files."""
     run_dir = Path(cfg["run_dir"])
     metrics, base = run_dir / METRICS, run_dir / PLAIN_CAM / METRICS
     if kind == "wsss":
-        return [
+        return [(name, value, None) for name, value in [
             ("seed mIoU, plain CAM", _metric(base / EVAL_CAMS, "miou")),
             ("seed mIoU, MoANA", _metric(metrics / EVAL_CAMS, "miou")),
             ("pseudo-mask mIoU", _metric(metrics / EVAL_PSEUDO_MASKS, "miou")),
@@ -309,40 +349,61 @@ def summary_rows(cfg: dict, kind: str) -> list[tuple[str, float | None]]:
             ("DeepLab val mIoU", _metric(metrics / EVAL_DEEPLAB, "single_scale", "miou")),
             ("DeepLab val mIoU, MS+flip", _metric(metrics / EVAL_DEEPLAB, "multi_scale_flip", "miou")),
             ("DeepLab val mIoU, MS+flip+CRF", _metric(metrics / EVAL_DEEPLAB, "multi_scale_flip_crf", "miou")),
-        ]
+        ]]
     rows = []
-    for label, folder in (("plain CAM", base), ("MoANA", metrics)):
-        for key, name in (("MaxBoxAccV2", "MaxBoxAccV2"), ("gt_known_loc", "GT-known Loc"),
-                          ("top1_loc", "Top-1 Loc"), ("top5_loc", "Top-5 Loc")):
-            rows.append((f"{name}, {label}", _metric(folder / EVAL_WSOL, key)))
-    rows.append(("GT-known Loc, centre-box baseline", _metric(metrics / EVAL_WSOL, "centre_baseline",
-                                                              "gt_known_loc")))
+    for label, folder in (("plain CAM", run_dir / PLAIN_CAM), ("MoANA", run_dir)):
+        files = [d / METRICS / EVAL_WSOL for d in seed_dirs(folder, cfg)]
+        for keys, name in WSOL_ROWS:
+            rows.append((f"{name}, {label}", *_mean_std([_metric(f, *keys) for f in files])))
+    # the centre box does not depend on the network: every run scores it alike
+    centre = seed_dirs(run_dir, cfg)[0] / METRICS / EVAL_WSOL
+    for keys, name in WSOL_ROWS[:5]:
+        rows.append((f"{name}, centre-box baseline", _metric(centre, "centre_baseline", *keys), None))
     return rows
 
 
-def _stage_records(run_dir: Path, filename: str) -> dict[str, Any]:
-    """A run-wide per-stage record (timings, precisions) of the run and of its plain-CAM baseline."""
+def _stage_records(cfg: dict, filename: str) -> dict[str, Any]:
+    """A run-wide per-stage record (timings, precisions) of the run, its plain-CAM baseline and their seeds."""
+    run_dir = Path(cfg["run_dir"])
+    folders = [run_dir / PLAIN_CAM, run_dir, *seed_dirs(run_dir / PLAIN_CAM, cfg), *seed_dirs(run_dir, cfg)]
     records = {}
-    for folder, prefix in ((run_dir / PLAIN_CAM, f"{PLAIN_CAM}/"), (run_dir, "")):
+    for folder in dict.fromkeys(folders):
         if io.output_is_valid(folder / filename):
+            prefix = "" if folder == run_dir else f"{folder.relative_to(run_dir)}/"
             records.update({prefix + k: v for k, v in io.read_json(folder / filename).items()})
     return records
+
+
+def _format(value: float, std: float | None) -> str:
+    return f"{value:6.1f}" + (f" ± {std:.1f}" if std is not None else "")
 
 
 def summarize(setting: str, cfg: dict, seconds: float) -> dict:
     """Write runs/<setting>/metrics.json and report.md and print the table."""
     run_dir = Path(cfg["run_dir"])
-    rows = [(name, value) for name, value in summary_rows(cfg, SETTINGS[setting].kind) if value is not None]
-    timings, precisions = (_stage_records(run_dir, name) for name in (TIMINGS, PRECISIONS))
-    summary = {"setting": setting, "metrics": dict(rows), "stage_seconds": timings, "stage_precision": precisions,
+    kind = SETTINGS[setting].kind
+    rows = [row for row in summary_rows(cfg, kind) if row[1] is not None]
+    timings, precisions = (_stage_records(cfg, name) for name in (TIMINGS, PRECISIONS))
+    summary = {"setting": setting, "metrics": {name: value for name, value, _ in rows},
+               "stage_seconds": timings, "stage_precision": precisions,
                "this_invocation_seconds": round(seconds, 1), "versions": package_versions()}
+    notes = []
+    if kind == "wsol":
+        seeds = cfg["wsol"]["seeds"]
+        summary["metrics_std"] = {name: std for name, _, std in rows if std is not None}
+        summary["seeds"] = seeds or [cfg["seed"]]
+        split = _metric(seed_dirs(run_dir, cfg)[0] / METRICS / EVAL_WSOL, "threshold_split")
+        summary["threshold_split"] = split
+        notes.append(f"localisation threshold chosen on the {split} split"
+                     + (f"; mean ± standard deviation over training seeds {seeds}" if len(seeds) > 1 else ""))
     io.write_json(run_dir / SUMMARY, summary)
-    width = max([len(n) for n, _ in rows] + [10])
-    table = "\n".join(f"{name:<{width}}  {value:6.1f}" for name, value in rows)
-    print(f"\nsummary ({setting}, {run_dir})\n{table}")
+    width = max([len(n) for n, _, _ in rows] + [10])
+    table = "\n".join(f"{name:<{width}}  {_format(value, std)}" for name, value, std in rows)
+    print(f"\nsummary ({setting}, {run_dir})\n" + "".join(f"{note}\n" for note in notes) + table)
     figures = sorted((run_dir / FIGURES).glob("*.png")) if (run_dir / FIGURES).is_dir() else []
-    lines = [f"# Run report: {setting}", "", f"Run directory: `{run_dir}`", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {name} | {value:.1f} |" for name, value in rows]
+    lines = [f"# Run report: {setting}", "", f"Run directory: `{run_dir}`", "", *[f"{note}\n" for note in notes],
+             "| metric | value |", "|---|---|"]
+    lines += [f"| {name} | {_format(value, std).strip()} |" for name, value, std in rows]
     lines += ["", "## Wall time per stage (s)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in timings.items()]
     if precisions:

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from irnet_moana.cli import main_guard
 from irnet_moana.data.prepare import prepare_voc12
-from irnet_moana.data.synthetic import generate_cub_demo, generate_voc_demo
+from irnet_moana.data.synthetic import generate_voc_demo, prepare_cub_demo
 from irnet_moana.wsol.metadata import convert_cub, convert_ilsvrc
 
 
@@ -29,13 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--num-train", type=int, default=120, help="images in train (scored for seeds/pseudo masks)")
     demo.add_argument("--num-train-aug-extra", type=int, default=240, help="further images in train_aug only")
     demo.add_argument("--num-val", type=int, default=60)
-    wsol = sub.add_parser("demo-wsol", help="synthetic CUB-style localisation set (+ its WSOL metadata)")
+    wsol = sub.add_parser("demo-wsol", help="synthetic CUB-style localisation set (+ its WSOL metadata: train, "
+                                            "a held-out val split with boxes, test)")
     wsol.add_argument("--root", default="data/demo_cub")
     wsol.add_argument("--out", default=None, help="metadata folder (default: <root>/metadata)")
     wsol.add_argument("--seed", type=int, default=0)
     wsol.add_argument("--num-classes", type=int, default=6)
     wsol.add_argument("--image-size", type=int, default=128)
     wsol.add_argument("--train-per-class", type=int, default=30)
+    wsol.add_argument("--val-per-class", type=int, default=10, help="held-out images with boxes that choose the "
+                                                                     "localisation threshold")
     wsol.add_argument("--test-per-class", type=int, default=10)
     voc = sub.add_parser("voc12", help="PASCAL VOC 2012 (+ SBD for train_aug)")
     voc.add_argument("--root", default="data/VOCdevkit/VOC2012", help="the VOC2012 folder of the devkit")
@@ -59,12 +62,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                     image_size=args.image_size, num_train=args.num_train,
                                     num_train_aug_extra=args.num_train_aug_extra, num_val=args.num_val)
     elif args.dataset == "demo-wsol":
-        summary = generate_cub_demo(args.root, seed=args.seed, num_classes=args.num_classes,
-                                    image_size=args.image_size, train_per_class=args.train_per_class,
-                                    test_per_class=args.test_per_class)
-        out = args.out or f"{args.root}/metadata"
-        summary["metadata"] = {split: len(meta.image_ids) for split, meta in convert_cub(args.root, out).items()}
-        summary["metadata_root"] = out
+        summary = prepare_cub_demo(args.root, args.out or f"{args.root}/metadata", seed=args.seed,
+                                   num_classes=args.num_classes, image_size=args.image_size,
+                                   train_per_class=args.train_per_class, val_per_class=args.val_per_class,
+                                   test_per_class=args.test_per_class)
     elif args.dataset == "voc12":
         summary = prepare_voc12(args.root, args.sbd, args.download)
     elif args.dataset == "cub":

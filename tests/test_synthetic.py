@@ -11,8 +11,9 @@ from PIL import Image
 
 from irnet_moana.data import synthetic
 from irnet_moana.data.synthetic import (Instance, Scene, class_styles, generate_cub_demo, generate_voc_demo,
-                                        render_scene, tight_box)
+                                        prepare_cub_demo, render_scene, tight_box)
 from irnet_moana.io import IGNORE, load_label_png, voc_palette
+from irnet_moana.wsol.metadata import read_metadata
 
 SIZE = 64
 VOC_ARGS = dict(num_classes=4, image_size=SIZE, num_train=4, num_train_aug_extra=2, num_val=2)
@@ -278,3 +279,22 @@ def test_cub_is_deterministic(cub_root, tmp_path):
 def test_invalid_arguments_are_rejected(tmp_path, kwargs):
     with pytest.raises(ValueError):
         generate_voc_demo(tmp_path, **{**VOC_ARGS, **kwargs})
+
+
+def test_cub_demo_val_split_is_held_out_and_boxed(cub_root, tmp_path):
+    root, metadata = tmp_path / "cub", tmp_path / "cub" / "metadata"
+    summary = prepare_cub_demo(root, metadata, seed=5, val_per_class=2, **CUB_ARGS)
+    assert summary["metadata"] == {"train": 9, "test": 6, "val": 6}
+    # train and test are what generate_cub_demo alone writes; the val images are extra files
+    written = _tree_bytes(root)
+    assert {k: v for k, v in written.items() if k in _tree_bytes(cub_root)} == _tree_bytes(cub_root)
+    val = read_metadata(metadata / "val")
+    assert val.has_localization() and not set(val.image_ids) & set(read_metadata(metadata / "test").image_ids)
+    image_id = "002.class02/class02_val_0002.jpg"
+    assert image_id in val.image_ids and val.class_labels[image_id] == 1
+    # the box of the second val image (k = 1) of the second class, drawn from its own stream
+    scene = render_scene(np.random.default_rng([5, synthetic._CUB_VAL_STREAM, 1, 1]), class_styles(3), SIZE, [2],
+                         synthetic._CUB_DIAMETERS)
+    rows, cols = np.nonzero(scene.instances[0].mask)
+    assert val.boxes[image_id] == [(cols.min(), rows.min(), cols.max(), rows.max())]
+    assert val.image_sizes[image_id] == (SIZE, SIZE) and f"images/{image_id}" in written

@@ -13,7 +13,11 @@ stage runs unchanged:
 * ``generate_voc_demo``: PASCAL VOC 2012 (JPEGImages, palette
   SegmentationClass and SegmentationObject PNGs with a void border,
   Annotations XML, ImageSets lists including train_aug) plus ``classes.txt``;
-* ``generate_cub_demo``: CUB-200-2011 (one object and one box per image).
+* ``generate_cub_demo``: CUB-200-2011 (one object and one box per image);
+  ``prepare_cub_demo`` adds a held-out val split with boxes and writes the
+  WSOL metadata of all three splits, as wsolevaluation's CUB metadata has;
+  ``cub_demo_scene`` re-renders one image's scene (its body and part masks)
+  from its image id.
 
 Generation is deterministic: each image is drawn from its own generator
 seeded by the seed, the dataset and the image's position, so the same seed
@@ -22,6 +26,7 @@ gives byte-identical files whatever order or subset of images is produced.
 from __future__ import annotations
 
 import math
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +38,7 @@ from scipy.ndimage import distance_transform_edt
 
 from irnet_moana.data.voc import OBJECT_DIR
 from irnet_moana.io import IGNORE, atomic_path, save_label_png, write_text
+from irnet_moana.wsol.metadata import WSOLMetadata, convert_cub, write_metadata
 
 MAX_CLASSES = 20
 MIN_IMAGE_SIZE = 32
@@ -44,6 +50,7 @@ PART_SHAPES = ("disc", "square")
 _VOC_STREAM = 0
 _CUB_STREAM = 1
 _CUB_SPLIT_STREAM = 2
+_CUB_VAL_STREAM = 3
 
 # Body diameter as a fraction of the image side, by number of objects: more
 # objects need smaller bodies to fit with little overlap.
@@ -252,8 +259,7 @@ def generate_cub_demo(root: Path, seed: int = 0, num_classes: int = 6, image_siz
         is_train[split_rng.permutation(per_class)[:train_per_class]] = True
         for k in range(per_class):
             image_id = class_index * per_class + k + 1
-            rng = np.random.default_rng([seed, _CUB_STREAM, class_index, k])
-            scene = render_scene(rng, styles, image_size, [class_index + 1], _CUB_DIAMETERS)
+            scene = _cub_scene(seed, _CUB_STREAM, class_index, k, styles, image_size)
             relpath = f"{folder}/{name}_{k + 1:04d}.jpg"
             _save_jpeg(root / "images" / relpath, scene.image)
             x0, y0, x1, y1 = tight_box(scene.instances[0].mask)
@@ -270,6 +276,77 @@ def generate_cub_demo(root: Path, seed: int = 0, num_classes: int = 6, image_siz
     return {"root": str(root), "num_classes": num_classes, "image_size": image_size,
             "train": num_classes * train_per_class, "test": num_classes * test_per_class,
             "images": num_classes * per_class}
+
+
+def held_out_cub_split(root: Path, seed: int = 0, num_classes: int = 6, image_size: int = 128,
+                       per_class: int = 10) -> WSOLMetadata:
+    """Images drawn like ``generate_cub_demo``'s, from their own seed stream, as a fully annotated val split.
+
+    wsolevaluation's CUB val split is a separate set of images with boxes
+    (not part of CUB's train or test); these play that role. They are
+    written under ``root/images`` as ``<class folder>/<name>_val_<k>.jpg``
+    and listed nowhere in the CUB tables, so CUB's train and test stay as
+    ``generate_cub_demo`` wrote them.
+    """
+    root = Path(root)
+    _check_common(seed, num_classes, image_size)
+    _check_range("per_class", per_class, 1)
+    styles = class_styles(num_classes)
+    split = WSOLMetadata([], {})
+    for class_index, name in enumerate(class_names(num_classes)):
+        for k in range(per_class):
+            scene = _cub_scene(seed, _CUB_VAL_STREAM, class_index, k, styles, image_size)
+            image_id = f"{class_index + 1:03d}.{name}/{name}_val_{k + 1:04d}.jpg"
+            _save_jpeg(root / "images" / image_id, scene.image)
+            split.image_ids.append(image_id)
+            split.class_labels[image_id] = class_index
+            split.image_sizes[image_id] = (image_size, image_size)
+            # the far corner as convert_cub reads CUB's boxes: x + w with w = x1 - x0
+            split.boxes[image_id] = [tight_box(scene.instances[0].mask)]
+    return split
+
+
+def _cub_scene(seed: int, stream: int, class_index: int, k: int, styles: Sequence[ClassStyle],
+               image_size: int) -> Scene:
+    """Image ``k`` of class ``class_index`` of a CUB seed stream (``_CUB_STREAM``: train / test, ``_CUB_VAL_STREAM``)."""
+    rng = np.random.default_rng([seed, stream, class_index, k])
+    return render_scene(rng, styles, image_size, [class_index + 1], _CUB_DIAMETERS)
+
+
+_CUB_IMAGE_ID = re.compile(r"(\d{3})\.(class\d{2})/\2_(val_)?(\d{4})\.jpg")
+
+
+def cub_demo_scene(image_id: str, seed: int = 0, num_classes: int = 6, image_size: int = 128) -> Scene:
+    """The scene of one demo CUB image, re-rendered from its id and the set's seed, size and class count.
+
+    ``001.class01/class01_0003.jpg`` is a ``generate_cub_demo`` image (train
+    or test), ``001.class01/class01_val_0003.jpg`` a ``held_out_cub_split``
+    one. The scene's ``instances[0]`` holds the object's mask (body and part)
+    and its part's mask, pixel-exact for the image on disk (which is this
+    scene's image, JPEG-compressed). ValueError for an id of another form.
+    """
+    _check_common(seed, num_classes, image_size)
+    match = _CUB_IMAGE_ID.fullmatch(image_id)
+    class_index = int(match[1]) - 1 if match else -1
+    if not match or not 0 <= class_index < num_classes or match[2] != class_names(num_classes)[class_index] \
+            or int(match[4]) < 1:
+        raise ValueError(f"{image_id!r} is not an image id of the demo CUB set with {num_classes} classes")
+    stream = _CUB_VAL_STREAM if match[3] else _CUB_STREAM
+    return _cub_scene(seed, stream, class_index, int(match[4]) - 1, class_styles(num_classes), image_size)
+
+
+def prepare_cub_demo(root: Path, metadata_root: Path, seed: int = 0, num_classes: int = 6, image_size: int = 128,
+                     train_per_class: int = 30, val_per_class: int = 10, test_per_class: int = 10) -> dict:
+    """The demo WSOL set: CUB-layout images under ``root`` and metadata train / val / test under ``metadata_root``."""
+    summary = generate_cub_demo(root, seed=seed, num_classes=num_classes, image_size=image_size,
+                                train_per_class=train_per_class, test_per_class=test_per_class)
+    splits = convert_cub(root, metadata_root)
+    splits["val"] = held_out_cub_split(root, seed, num_classes, image_size, val_per_class)
+    write_metadata(Path(metadata_root) / "val", splits["val"])
+    summary["val"] = len(splits["val"].image_ids)
+    summary["metadata_root"] = str(metadata_root)
+    summary["metadata"] = {name: len(split.image_ids) for name, split in splits.items()}
+    return summary
 
 
 def _check_range(name: str, value: int, low: int, high: int | None = None) -> None:
