@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +105,10 @@ class DeepLabV2(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) images -> (N, num_classes, ceil(H/8), ceil(W/8)) logits."""
         return self.aspp(self.backbone(images))
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        """The ASPP: trained from scratch at the head's learning rates."""
+        return self.aspp.parameters()
 
 
 class MultiScale(nn.Module):
@@ -234,14 +238,16 @@ def deeplab_v2(
 def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
     """SGD parameter groups with deeplab-pytorch's learning-rate multipliers.
 
-    Backbone weights: ``lr`` with ``weight_decay``. ASPP weights: 10x ``lr``
-    with ``weight_decay``. ASPP biases: 20x ``lr`` without weight decay.
+    Backbone weights: ``lr`` with ``weight_decay``. Head weights (DeepLab
+    v2's ASPP, an smp model's decoder and segmentation head: whatever a
+    module's ``head_parameters()`` yields): 10x ``lr`` with
+    ``weight_decay``; head biases: 20x ``lr`` without weight decay.
     Backbone biases (none in torchvision's ResNet with frozen BatchNorm; the
     BatchNorm scales and shifts when it is trainable) get 2x ``lr`` without
     weight decay. Only parameters with ``requires_grad`` are included; empty
     groups are left out. Each group carries a ``name`` for logging.
     """
-    head = {id(p) for m in model.modules() if isinstance(m, ASPP) for p in m.parameters()}
+    head = {id(p) for m in model.modules() if hasattr(m, "head_parameters") for p in m.head_parameters()}
     groups: dict[str, list[nn.Parameter]] = {
         "backbone_weight": [], "backbone_bias": [], "head_weight": [], "head_bias": [],
     }

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from deeplab.build import deeplab_net
+from deeplab.build import deeplab_net, describe
 from deeplab.model import param_groups, resize_labels
 from irnet_moana import distributed, io
 from irnet_moana.data.datasets import SegmentationDataset
@@ -129,8 +129,8 @@ def run(cfg: dict, labels: str | None = None, resume: bool = False) -> Path:
     spec = TrainSpec(batch_size=d["batch_size"], max_steps=d["iterations"],
                      checkpoint_every=d["checkpoint_every"], num_workers=cfg["data"]["num_workers"])
     names = output_names(model.scales)
-    run_.log.info("training DeepLab v2 (ResNet-%d, scales %s) on %d images of %s with labels from %s",
-                  d["depth"], list(model.scales), len(stems), d["train_list"], folder)
+    run_.log.info("training %s (scales %s) on %d images of %s with labels from %s",
+                  describe(cfg), list(model.scales), len(stems), d["train_list"], folder)
     final = fit(run_, model, param_groups(model, d["lr"], d["weight_decay"]), dataset, spec,
                 lambda m, b: segmentation_loss(m(b["image"]), b["label"], names),
                 momentum=d["momentum"], weight_decay=d["weight_decay"],

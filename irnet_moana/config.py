@@ -88,6 +88,9 @@ class Section:
 
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+# DeepLab v2, or an architecture of segmentation_models_pytorch (tests check this list against smp's)
+SEGMENTATION_ARCHS = ("v2", "DPT", "DeepLabV3", "DeepLabV3Plus", "FPN", "Linknet", "MAnet", "PAN", "PSPNet",
+                      "Segformer", "UPerNet", "Unet", "UnetPlusPlus")
 AMP = ("auto", "none", "bf16", "fp16")
 INFER_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # irnet_moana/models/moana.py implements these (config sits below the models and cannot import them)
@@ -215,10 +218,13 @@ SCHEMA: dict[str, Key | Section] = {
         "infer_precision": Key("auto", "precision of IRNet's boundary map and displacement field, chosen as "
                                        "cam.amp", INFER_PRECISIONS),
     }),
-    "deeplab": Section("Stages train_deeplab and eval_deeplab: DeepLab v2 (ResNet, ASPP) trained on the "
-                       "pseudo masks, as in IRNet's evaluation.", {
-        "depth": Key(101, "ResNet depth of DeepLab (DeepLab v2: 101)", check=POSITIVE),
-        "weights": Key("imagenet", "initial backbone weights: imagenet, none (random) or a file; "
+    "deeplab": Section("Stages train_deeplab and eval_deeplab: the final segmentation network trained on the "
+                       "pseudo masks, DeepLab v2 (ResNet, ASPP) as in IRNet's evaluation or an smp architecture.", {
+        "arch": Key("v2", "v2 (DeepLab v2, ResNet of deeplab.depth) or a segmentation_models_pytorch "
+                          "architecture on the encoder deeplab.encoder", SEGMENTATION_ARCHS),
+        "depth": Key(101, "ResNet depth of DeepLab v2 (DeepLab's paper: 101; IRNet's 63.5: 50)", check=POSITIVE),
+        "encoder": Key("resnet101", "smp encoder name of the smp architectures (e.g. resnet50, resnet101)"),
+        "weights": Key("imagenet", "initial backbone (encoder) weights: imagenet, none (random) or a file; "
                                    "{run_dir} in a path is this run's directory"),
         "freeze_bn": Key(True, "fixed BatchNorm, DeepLab's recipe; false only for random initial weights "
                                "(the demo)"),

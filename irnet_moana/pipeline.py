@@ -27,6 +27,7 @@ from . import io
 from .config import dump_config, load_config
 from .data.synthetic import generate_voc_demo, prepare_cub_demo
 from .data.voc import LIST_DIR, check_layout
+from .models.backbone import ARCHS
 from .outputs import (EVAL_CAMS, EVAL_DEEPLAB, EVAL_INSTANCES, EVAL_MASKRCNN, EVAL_PSEUDO_MASKS, EVAL_WSOL, FIGURES,
                       METRICS, PLAIN_CAM, PRECISIONS, REPORT, SUMMARY, TIMINGS)
 from .run import package_versions
@@ -171,6 +172,10 @@ def _imagenet_file(arch: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
 
 
+def _deeplab_backbone(d: dict) -> str:
+    return f"resnet{d['depth']}" if d["arch"] == "v2" else d["encoder"]
+
+
 def _network_reachable(host: str = "download.pytorch.org", port: int = 443, timeout: float = 3.0) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -184,7 +189,7 @@ def _weights_problems(cfg: dict, kind: str) -> list[str]:
     if kind == "wsss":
         wanted = [("cam.weights", cfg["cam"]["weights"], cfg["cam"]["backbone"]),
                   ("irn.weights", cfg["irn"]["weights"], cfg["irn"]["backbone"]),
-                  ("deeplab.weights", cfg["deeplab"]["weights"], f"resnet{cfg['deeplab']['depth']}")]
+                  ("deeplab.weights", cfg["deeplab"]["weights"], _deeplab_backbone(cfg["deeplab"]))]
         if cfg["maskrcnn"]["enabled"]:
             wanted.append(("maskrcnn.weights", cfg["maskrcnn"]["weights"], "resnet50"))
     else:
@@ -193,11 +198,11 @@ def _weights_problems(cfg: dict, kind: str) -> list[str]:
     for key, value, arch in wanted:
         if value == "none" or "{run_dir}" in value:
             continue
-        if value == "imagenet":
+        if value == "imagenet" and arch in ARCHS:  # smp's other encoders come from smp's own hub
             target = _imagenet_file(arch)
             if not target.is_file():
                 need_network.append((key, arch, target))
-        elif not Path(value).is_file():
+        elif value != "imagenet" and not Path(value).is_file():
             problems.append(f"{key}: weights file {value} does not exist")
     if need_network and not _network_reachable():
         for key, arch, target in need_network:

@@ -163,6 +163,10 @@ def fit(run: Run, model: nn.Module, param_groups: Iterable[dict], dataset, spec:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if "rng" in state:  # layers that draw random numbers (dropout) continue the same sequence
+            torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and run.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], run.device)
         step = int(state["step"])
         skipped = list(state.get("skipped_images", []))
         run.log.info("resumed from %s at step %d/%d", ckpt_path, step, steps)
@@ -183,10 +187,12 @@ def fit(run: Run, model: nn.Module, param_groups: Iterable[dict], dataset, spec:
         if broken is not None:
             raise diverged(f"weights ({broken}) became non-finite", step, names, ckpt_path)
         if distributed.is_main():
-            save_state(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "scheduler": scheduler.state_dict(), "step": step,
-                                   "signature": architecture_signature(model),
-                                   "skipped_images": sorted(set(skipped))})
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "step": step, "rng": torch.get_rng_state(),
+                     "signature": architecture_signature(model), "skipped_images": sorted(set(skipped))}
+            if run.device.type == "cuda":
+                state["cuda_rng"] = torch.cuda.get_rng_state(run.device)
+            save_state(ckpt_path, state)
 
     train_model.train()
     while step < steps:

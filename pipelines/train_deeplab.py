@@ -1,4 +1,5 @@
-"""Train DeepLab v2 on deeplab.train_list with pseudo masks (or --labels DIR); writes <run_dir>/deeplab/model.pth."""
+"""Train the final segmentation network (deeplab.arch: DeepLab v2 or an smp architecture) on deeplab.train_list
+with pseudo masks (or --labels DIR); writes <run_dir>/deeplab/model.pth."""
 from __future__ import annotations
 
 from typing import Sequence

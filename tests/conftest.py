@@ -79,3 +79,27 @@ def tiny_demo_run(tiny_demo_overrides, tmp_path_factory) -> Path:
         for stage in (train_cam, make_cams, make_ir_labels, train_irn, make_pseudo_masks):
             stage.run(cfg)
     return run_dir
+
+
+@pytest.fixture
+def interrupt_on_call(monkeypatch):
+    """``interrupt_on_call(module, name, call)``: a block in which the ``call``-th call of ``module.name``
+    raises KeyboardInterrupt, as a training killed part way; the function is restored afterwards."""
+
+    @contextlib.contextmanager
+    def interrupt(module, name: str, call: int) -> Iterator[None]:
+        real, calls = getattr(module, name), []
+
+        def interrupted(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == call:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, interrupted)
+        try:
+            yield
+        finally:
+            monkeypatch.setattr(module, name, real)
+
+    return interrupt

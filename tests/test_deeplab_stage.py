@@ -12,12 +12,12 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from deeplab import evaluate, train
+from deeplab import evaluate, smp_net, train
 from deeplab.build import deeplab_net
+from deeplab.model import MultiScale, deeplab_v2, param_groups
 from deeplab.predict import predict_multi_scale_flip, predict_single_scale
-from deeplab.model import MultiScale, deeplab_v2
 from irnet_moana import io, outputs
-from irnet_moana.config import load_config
+from irnet_moana.config import SEGMENTATION_ARCHS, load_config
 from irnet_moana.data.synthetic import generate_voc_demo
 from irnet_moana.data.voc import DatasetError
 from irnet_moana.training import TrainingError, load_state
@@ -97,20 +97,10 @@ def test_training_writes_model_with_all_steps(trained):
     assert (out / "tensorboard").is_dir()
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(trained, tiny_voc, tmp_path, monkeypatch):
+def test_resume_after_interruption_matches_uninterrupted_run(trained, tiny_voc, tmp_path, interrupt_on_call):
     cfg = make_cfg(tiny_voc, tmp_path)
-    real_loss, calls = train.segmentation_loss, []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == STEPS:
-            raise KeyboardInterrupt
-        return real_loss(*args, **kwargs)
-
-    monkeypatch.setattr(train, "segmentation_loss", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupt_on_call(train, "segmentation_loss", STEPS), pytest.raises(KeyboardInterrupt):
         train.run(cfg)
-    monkeypatch.setattr(train, "segmentation_loss", real_loss)
     out = tmp_path / outputs.DEEPLAB
     assert not (out / "model.pth").exists()
     assert load_state(out / "checkpoint.pth")["step"] == STEPS - 1
@@ -229,3 +219,59 @@ def test_evaluation_writes_all_settings_and_resumes(trained, tiny_voc):
         if path != truncated:
             assert path.stat().st_mtime_ns == mtime, path
     assert again["multi_scale_flip"]["miou"] == result["multi_scale_flip"]["miou"]
+
+
+SMP_ARCHS = ("DeepLabV3Plus", "Unet", "FPN")
+
+
+@pytest.mark.parametrize("arch", SMP_ARCHS)
+def test_smp_architecture_trains_resumes_and_evaluates(arch, tiny_voc, tmp_path, interrupt_on_call):
+    # 0.75 x 64 px = 48 px inputs at evaluation: not a multiple of the encoder's stride, so padded and cropped back
+    settings = dict(arch=arch, encoder="resnet18", freeze_bn=False, scales="[1.0]")
+    straight_cfg = make_cfg(tiny_voc, tmp_path / "straight", **settings)
+    train.run(straight_cfg)
+    cfg = make_cfg(tiny_voc, tmp_path / "resumed", **settings)
+    with interrupt_on_call(train, "segmentation_loss", STEPS), pytest.raises(KeyboardInterrupt):
+        train.run(cfg)
+    train.run(cfg, resume=True)
+    resumed = load_state(tmp_path / "resumed" / outputs.DEEPLAB / "model.pth")
+    straight = load_state(tmp_path / "straight" / outputs.DEEPLAB / "model.pth")
+    assert resumed["steps"] == straight["steps"] == STEPS
+    for key, value in straight["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+
+    result = evaluate.run(cfg)
+    for folder in (evaluate.SS, evaluate.MSF, evaluate.CRF):
+        for stem in ("demo_000005", "demo_000006"):
+            assert io.load_label_png(tmp_path / "resumed" / outputs.DEEPLAB / folder / f"{stem}.png").shape == (64, 64)
+    assert 0.0 <= result["multi_scale_flip_crf"]["miou"] <= 100.0
+
+
+def test_smp_names_in_the_configuration_are_smps():
+    assert SEGMENTATION_ARCHS == ("v2", *smp_net.ARCHITECTURES)
+
+
+def test_smp_head_takes_the_head_learning_rates_and_frozen_bn_is_fixed():
+    model = MultiScale(smp_net.smp_net("DeepLabV3Plus", "resnet18", 3, freeze_bn=True), [1.0])
+    groups = {g["name"]: g for g in param_groups(model, lr=0.01, weight_decay=5e-4)}
+    head = {id(p) for p in model.base.head_parameters()}
+    assert {id(p) for p in groups["head_weight"]["params"] + groups["head_bias"]["params"]} == head
+    assert groups["head_weight"]["lr"] == pytest.approx(0.1) and groups["backbone_weight"]["lr"] == 0.01
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.base.model.encoder.modules())
+    assert "backbone_bias" not in groups, "frozen BatchNorm has nothing to train"
+
+
+def test_smp_encoder_weights_offline_name_the_file_to_provide(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(RuntimeError, match=r"resnet18-f37072fd\.pth"):
+        smp_net.smp_net("Unet", "resnet18", 3, weights="imagenet")
+    resnet = torchvision.models.resnet18(weights=None)
+    torch.save(resnet.state_dict(), tmp_path / "resnet18.pth")
+    model = smp_net.smp_net("Unet", "resnet18", 3, weights=str(tmp_path / "resnet18.pth"))
+    assert torch.equal(model.model.encoder.conv1.weight, resnet.conv1.weight)
+    with pytest.raises(FileNotFoundError, match="absent.pth"):
+        smp_net.smp_net("Unet", "resnet18", 3, weights=str(tmp_path / "absent.pth"))

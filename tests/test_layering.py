@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "deeplab": LIBRARY,
     "deeplab.model": LIBRARY,
     "deeplab.build": LIBRARY,
+    "deeplab.smp_net": LIBRARY,
     "deeplab.predict": LIBRARY,
     "irnet_moana.stages.": STAGES,
     "irnet_moana.figures.": STAGES,

@@ -94,20 +94,10 @@ def test_training_writes_weights_predictions_and_metrics(trained, tiny_voc):
     assert "[train_maskrcnn] precision " in log
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(trained, tiny_voc, tmp_path, monkeypatch):
+def test_resume_after_interruption_matches_uninterrupted_run(trained, tiny_voc, tmp_path, interrupt_on_call):
     cfg = make_cfg(tiny_voc, prepare_run(tiny_voc, tmp_path))
-    real_loss, calls = train_maskrcnn.training_loss, []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == STEPS:
-            raise KeyboardInterrupt
-        return real_loss(*args, **kwargs)
-
-    monkeypatch.setattr(train_maskrcnn, "training_loss", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupt_on_call(train_maskrcnn, "training_loss", STEPS), pytest.raises(KeyboardInterrupt):
         train_maskrcnn.run(cfg)
-    monkeypatch.setattr(train_maskrcnn, "training_loss", real_loss)
     out = tmp_path / outputs.MASKRCNN
     assert not (out / "model.pth").exists()
     assert load_state(out / "checkpoint.pth")["step"] == STEPS - 1
