@@ -54,6 +54,10 @@ class ASPP(nn.Module):
         """Sum of the branch outputs: (N, num_classes, H, W) logits."""
         return sum(branch(features) for branch in self.branches)
 
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        """All of it: trained from scratch at the head's learning rates."""
+        return self.parameters()
+
 
 def _dilate_(layer: nn.Module, rate: int) -> None:
     """Turn a strided ResNet stage into a dilated one, in place.
@@ -105,10 +109,6 @@ class DeepLabV2(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) images -> (N, num_classes, ceil(H/8), ceil(W/8)) logits."""
         return self.aspp(self.backbone(images))
-
-    def head_parameters(self) -> Iterator[nn.Parameter]:
-        """The ASPP: trained from scratch at the head's learning rates."""
-        return self.aspp.parameters()
 
 
 class MultiScale(nn.Module):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from irnet_moana.models.backbone import ARCHS, file_state_dict, imagenet_state_dict
+from irnet_moana.models.backbone import ARCHS, resnet_weights, state_mismatch
 
 _CLASSES = {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
 ARCHITECTURES = tuple(sorted(_CLASSES))
@@ -61,15 +61,12 @@ class SMPNet(nn.Module):
 
 def _load_encoder(model: nn.Module, encoder: str, weights: str | os.PathLike) -> None:
     """Encoder weights from torchvision's ImageNet ResNets (through the toolkit's offline-aware loader) or a file."""
-    if weights == "imagenet":
-        state = imagenet_state_dict(encoder)
-    else:
-        state = file_state_dict(weights)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    try:
-        model.encoder.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise RuntimeError(f"weights {weights} do not match the {encoder} encoder: {error}") from error
+    state = resnet_weights(encoder, weights)
+    # as the CAM backbone loads: a file saved with frozen BatchNorm lacks only the unused step counters
+    mismatch = state_mismatch(model.encoder.state_dict(), state)
+    if mismatch:
+        raise RuntimeError(f"weights {weights} do not match the {encoder} encoder: {mismatch}")
+    model.encoder.load_state_dict(state, strict=False)
 
 
 def smp_net(arch: str, encoder: str, num_classes: int, weights: str | os.PathLike = "none",

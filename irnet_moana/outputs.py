@@ -40,6 +40,12 @@ WSOL_SCOREMAPS = "scoremaps"  # under WSOL
 WSOL_PREDICTIONS = "predictions"  # under WSOL
 PLAIN_CAM = "plain_cam"  # the baseline with MoANA off, a run directory of its own
 
+
+def seed_run(seed: int) -> str:
+    """The run directory of one of several training seeds (wsol.seeds), under the setting's."""
+    return f"seed{seed}"
+
+
 # metrics
 METRICS = "metrics"
 EVAL_CAMS = "eval_cams.json"

@@ -7,7 +7,6 @@ stages always resume from their last checkpoint.
 from __future__ import annotations
 
 import copy
-import functools
 import shutil
 import socket
 import statistics
@@ -29,7 +28,7 @@ from .data.synthetic import generate_voc_demo, prepare_cub_demo
 from .data.voc import LIST_DIR, check_layout
 from .models.backbone import ARCHS
 from .outputs import (EVAL_CAMS, EVAL_DEEPLAB, EVAL_INSTANCES, EVAL_MASKRCNN, EVAL_PSEUDO_MASKS, EVAL_WSOL, FIGURES,
-                      METRICS, PLAIN_CAM, PRECISIONS, REPORT, SUMMARY, TIMINGS)
+                      METRICS, PLAIN_CAM, PRECISIONS, REPORT, SUMMARY, TIMINGS, seed_run)
 from .run import package_versions
 from .stages import (eval_cams, eval_instances, eval_masks, eval_wsol, make_cams, make_instance_masks, make_ir_labels,
                      make_pseudo_masks, train_cam, train_irn, train_maskrcnn, train_wsol, visualize)
@@ -39,12 +38,16 @@ class MissingRequirements(RuntimeError):
     """What a setting needs and does not have, with the commands that provide it."""
 
 
+def _same(cfg: dict) -> dict:
+    return cfg
+
+
 @dataclass
 class Stage:
     name: str
     action: Callable[[dict], Any]
     outputs: tuple[str, ...]  # paths under the run directory that --force removes
-    config: Callable[[dict], dict] = lambda cfg: cfg  # the setting's configuration as this stage runs it
+    config: Callable[[dict], dict] = _same  # the setting's configuration as this stage runs it
     note: str = ""  # printed beside the name, e.g. which network of a comparison it is
 
 
@@ -109,26 +112,30 @@ def seeded_config(cfg: dict, seed: int) -> dict:
     """One of several training runs: ``seed``, in ``<run_dir>/seed<seed>``."""
     run = copy.deepcopy(cfg)
     run["seed"] = seed
-    run["run_dir"] = str(Path(cfg["run_dir"]) / f"seed{seed}")
+    run["run_dir"] = str(Path(cfg["run_dir"]) / seed_run(seed))
     return run
+
+
+def _seeded(network: Callable[[dict], dict], seed: int) -> Callable[[dict], dict]:
+    return lambda cfg: seeded_config(network(cfg), seed)
 
 
 def seed_dirs(run_dir: Path, cfg: dict) -> list[Path]:
     """The run directories of the WSOL networks: one per ``wsol.seeds`` entry, or ``run_dir`` itself."""
-    return [run_dir / f"seed{seed}" for seed in cfg["wsol"]["seeds"]] or [run_dir]
+    return [run_dir / seed_run(seed) for seed in cfg["wsol"]["seeds"]] or [run_dir]
 
 
 def wsol_stages(cfg: dict, with_baseline: bool, prepare: Callable[[dict], None] | None = None) -> list[Stage]:
     """Train and evaluate (the plain CAM, then) MoANA, once per ``wsol.seeds`` entry or once with ``seed``."""
     stages = [Stage("prepare", prepare, ())] if prepare else []
-    networks = ([("_plain", baseline_config, PLAIN[1])] if with_baseline else []) + [("", lambda c: c, "")]
+    networks = ([("_plain", baseline_config, PLAIN[1])] if with_baseline else []) + [("", _same, "")]
     for suffix, network, note in networks:
         for seed in cfg["wsol"]["seeds"] or [None]:
             if seed is None:
                 name, variant, label = suffix, network, note
             else:
                 name, label = f"{suffix}_seed{seed}", ", ".join(filter(None, [note, f"seed {seed}"]))
-                variant = functools.partial(lambda c, n, s: seeded_config(n(c), s), n=network, s=seed)
+                variant = _seeded(network, seed)
             stages += [
                 Stage(f"train_wsol{name}", lambda c: train_wsol.run(c, resume=True), train_wsol.OUTPUTS, variant,
                       label),

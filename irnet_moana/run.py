@@ -174,5 +174,7 @@ def pending(stems: Sequence[str], out_dir: Path, suffix: str, log=None) -> list[
     return todo
 
 
-def progress(items: Iterable, total: int, desc: str) -> tqdm:
-    return tqdm(items, total=total, desc=desc, disable=not distributed.is_main(), dynamic_ncols=True, leave=False)
+def progress(items: Iterable | None, total: int, desc: str, initial: int = 0) -> tqdm:
+    """A progress bar on the main rank only; ``items`` None for a bar advanced by hand from ``initial``."""
+    return tqdm(items, total=total, initial=initial, desc=desc, disable=not distributed.is_main(),
+                dynamic_ncols=True, leave=False)

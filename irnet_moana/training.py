@@ -16,12 +16,11 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from . import distributed, io
 from .outputs import CHECKPOINT, MODEL, TENSORBOARD
 from .precision import FP32, Precision
-from .run import Run
+from .run import Run, progress
 from .sampling import EpochSampler, collate_training
 
 class TrainingError(RuntimeError):
@@ -178,7 +177,7 @@ def fit(run: Run, model: nn.Module, param_groups: Iterable[dict], dataset, spec:
     precision = run.precision or FP32
     scaler = torch.amp.GradScaler("cuda", enabled=precision.name == "fp16")
     writer = _tensorboard(out_dir) if distributed.is_main() else None
-    progress = _progress(steps, step, run)
+    bar = progress(None, steps, run.stage, initial=step)
 
     def checkpoint(names: list[str]) -> None:
         # A loss can stay finite for the step whose update breaks the weights:
@@ -212,7 +211,7 @@ def fit(run: Run, model: nn.Module, param_groups: Iterable[dict], dataset, spec:
             scaler.update()
             scheduler.step()
             step += 1
-            progress.update(1)
+            bar.update(1)
             if writer is not None and (step % spec.log_every == 0 or step == steps):
                 writer.add_scalar("train/loss", loss.item(), step)
                 writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
@@ -225,7 +224,7 @@ def fit(run: Run, model: nn.Module, param_groups: Iterable[dict], dataset, spec:
                 checkpoint(batch["name"])
             if step >= steps:
                 break
-    progress.close()
+    bar.close()
     if writer is not None:
         writer.close()
     unreadable = sorted(set(skipped))
@@ -273,7 +272,3 @@ def _tensorboard(out_dir: Path):
 
     return SummaryWriter(log_dir=str(out_dir / TENSORBOARD))
 
-
-def _progress(total: int, initial: int, run: Run) -> tqdm:
-    return tqdm(total=total, initial=initial, desc=run.stage, disable=not distributed.is_main(),
-                dynamic_ncols=True, leave=False)

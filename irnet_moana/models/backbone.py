@@ -77,6 +77,12 @@ def imagenet_state_dict(arch: str) -> dict[str, Tensor]:
             "weights: /path/to/file.pth") from err
 
 
+def resnet_weights(arch: str, weights: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """The torchvision ResNet state dict ``weights`` names (``imagenet`` or a file), without the classifier ``fc.*``."""
+    state = imagenet_state_dict(arch) if weights == "imagenet" else file_state_dict(os.fspath(weights))
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
 def state_mismatch(own: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> str:
     """How ``state`` fails to fit a module with state dict ``own`` (missing, unexpected, reshaped); "" if it fits."""
     # BatchNorm's step counter is absent from old torchvision checkpoints and
@@ -187,11 +193,8 @@ class Backbone(nn.Module):
     def _load_weights(self, weights: str | os.PathLike[str]) -> None:
         if weights == "none":
             return
-        if weights == "imagenet":
-            state, source = imagenet_state_dict(self.arch), f"torchvision {self.arch} ImageNet"
-        else:
-            state, source = file_state_dict(os.fspath(weights)), str(weights)
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        state = resnet_weights(self.arch, weights)
+        source = f"torchvision {self.arch} ImageNet" if weights == "imagenet" else str(weights)
         mismatch = state_mismatch(self.state_dict(), state)
         if mismatch:
             raise ValueError(f"weights {source} do not match a torchvision {self.arch}: {mismatch}")

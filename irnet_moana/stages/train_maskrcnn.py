@@ -47,7 +47,7 @@ from ..config import ConfigError
 from ..data.datasets import TrainingDataset
 from ..data.voc import OBJECT_DIR, DatasetError, VOCData
 from ..instance_eval import format_ap_table, format_map_line, score_instance_folder
-from ..models.backbone import file_state_dict, imagenet_state_dict, state_mismatch
+from ..models.backbone import resnet_weights, state_mismatch
 from ..outputs import EVAL_MASKRCNN, INSTANCE_COCO, MASKRCNN, MASKRCNN_PRED, METRICS
 from ..precision import choose
 from ..run import pending, progress, resolve_weights, start_run
@@ -63,19 +63,13 @@ WARMUP_START = 1e-3  # torchvision's reference: the warm-up starts at lr / 1000
 
 def backbone_state(weights: str) -> dict[str, torch.Tensor]:
     """The ResNet-50 state dict ``maskrcnn.weights`` names (``imagenet`` or a file), without ``fc.*``."""
-    if weights == "imagenet":
-        try:
-            state = imagenet_state_dict(ARCH)
-        except RuntimeError as err:
-            # the backbone's message names the URL and where the cached file must go
-            raise ConfigError(f"maskrcnn.weights=imagenet: {err} (here: maskrcnn.weights=/path/to/file.pth)") \
-                from err
-    else:
-        try:
-            state = dict(file_state_dict(weights))
-        except (FileNotFoundError, ValueError) as err:
-            raise ConfigError(f"maskrcnn.weights: {err}") from err
-    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+    try:
+        return resnet_weights(ARCH, weights)
+    except RuntimeError as err:
+        # imagenet out of reach: the backbone's message names the URL and where the cached file must go
+        raise ConfigError(f"maskrcnn.weights=imagenet: {err} (here: maskrcnn.weights=/path/to/file.pth)") from err
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"maskrcnn.weights: {err}") from err
 
 
 def build_model(cfg: dict, num_classes: int, weights: str | None = None) -> nn.Module:
