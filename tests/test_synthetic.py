@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from irnet_moana.data import synthetic
-from irnet_moana.data.synthetic import (Instance, Scene, class_styles, generate_cub_demo, generate_voc_demo,
-                                        prepare_cub_demo, render_scene, tight_box)
+from irnet_moana.data.synthetic import (Instance, Scene, class_styles, cub_demo_scene, generate_cub_demo,
+                                        generate_voc_demo, prepare_cub_demo, render_scene, tight_box)
 from irnet_moana.io import IGNORE, load_label_png, voc_palette
 from irnet_moana.wsol.metadata import read_metadata
 
@@ -298,3 +298,12 @@ def test_cub_demo_val_split_is_held_out_and_boxed(cub_root, tmp_path):
     rows, cols = np.nonzero(scene.instances[0].mask)
     assert val.boxes[image_id] == [(cols.min(), rows.min(), cols.max(), rows.max())]
     assert val.image_sizes[image_id] == (SIZE, SIZE) and f"images/{image_id}" in written
+    # every image's scene is recovered from its id alone, val and CUB train / test alike
+    assert np.array_equal(cub_demo_scene(image_id, seed=5, num_classes=3, image_size=SIZE).instances[0].mask,
+                          scene.instances[0].mask)
+    train_scene = render_scene(np.random.default_rng([5, synthetic._CUB_STREAM, 1, 1]), class_styles(3), SIZE, [2],
+                               synthetic._CUB_DIAMETERS)
+    assert np.array_equal(cub_demo_scene("002.class02/class02_0002.jpg", seed=5, num_classes=3,
+                                         image_size=SIZE).image, train_scene.image)
+    with pytest.raises(ValueError, match="not an image id"):
+        cub_demo_scene("004.class04/class04_0001.jpg", seed=5, num_classes=3, image_size=SIZE)
