@@ -1,4 +1,4 @@
-"""DeepLab v2 evaluation: full-resolution predictions, optional dense CRF, mIoU.
+"""Evaluation of the final segmentation network: full-resolution predictions, optional dense CRF, mIoU.
 
 Three predictions per image of ``deeplab.eval_list``, each a palette PNG
 under ``<run_dir>/deeplab/``:
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from deeplab.build import trained_deeplab
+from deeplab.build import describe, trained_deeplab
 from deeplab.predict import predict_multi_scale_flip, predict_single_scale
 from irnet_moana import distributed, io
 from irnet_moana.crf import DEEPLAB_TEST, CRFParams, dense_crf
@@ -172,7 +172,7 @@ def run(cfg: dict) -> dict | None:
         return None
     result = score(cfg, run_.dir, folders)
     for folder in folders:
-        title = f"DeepLab v2 {SETTINGS[folder].replace('_', ' ')} on {result['list']}"
+        title = f"{describe(cfg)} {SETTINGS[folder].replace('_', ' ')} on {result['list']}"
         run_.log.info(format_iou_table(result[SETTINGS[folder]], title))
     out = run_.path(METRICS, EVAL_DEEPLAB)
     io.write_json(out, result)

@@ -119,7 +119,9 @@ class MultiScale(nn.Module):
     logits and the fused output is their element-wise max. In training mode
     the forward returns ``[logits at each scale in the order of scales...,
     fused]`` so that a loss can be put on each; in eval mode only the fused
-    logits.
+    logits. With the single scale 1.0 there is nothing to fuse: training
+    returns ``[logits]`` alone (the fused copy would be the same map, and
+    its loss would count it twice, as doubling the learning rate).
     """
 
     def __init__(self, base: nn.Module, scales: Sequence[float] = DEFAULT_SCALES) -> None:
@@ -142,6 +144,8 @@ class MultiScale(nn.Module):
                 images, size=size, mode="bilinear", align_corners=False
             )
             logits.append(self.base(scaled))
+        if len(logits) == 1:
+            return logits if self.training else logits[0]
         reference = logits[self.scales.index(1.0)].shape[-2:]
         aligned = [
             x if x.shape[-2:] == reference

@@ -88,8 +88,8 @@ def segmentation_loss(outputs: Sequence[torch.Tensor], labels: torch.Tensor,
 
 
 def output_names(scales: Sequence[float]) -> list[str]:
-    """Names of the training-mode outputs of :class:`MultiScale`: each scale, then the fused max."""
-    return [f"x{s:g}" for s in scales] + ["max"]
+    """Names of the training-mode outputs of :class:`MultiScale`: each scale, then the fused max if several."""
+    return [f"x{s:g}" for s in scales] + (["max"] if len(scales) > 1 else [])
 
 
 def _check_same_labels(out_dir: Path, info: dict) -> None:

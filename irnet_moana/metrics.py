@@ -8,6 +8,7 @@ computes it.
 """
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,3 +94,16 @@ def format_iou_table(summary: dict, title: str = "") -> str:
     lines.append(f"pixel accuracy {summary['pixel_acc']:.2f}  bg FP {summary['bg_fp']:.2f} FN {summary['bg_fn']:.2f}"
                  f"  fg FP {summary['fg_fp']:.2f} FN {summary['fg_fn']:.2f}")
     return "\n".join(lines)
+
+
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the runs that have the figure; no spread for one run."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None, None
+    return statistics.fmean(present), (statistics.stdev(present) if len(present) > 1 else None)
+
+
+def format_mean_std(value: float, std: float | None) -> str:
+    """``value`` to one decimal, right-aligned in 6 characters, with `` ± std`` when there is a spread."""
+    return f"{value:6.1f}" + (f" ± {std:.1f}" if std is not None else "")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import shutil
 import socket
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from . import io
 from .config import dump_config, load_config
 from .data.synthetic import generate_voc_demo, prepare_cub_demo
 from .data.voc import LIST_DIR, check_layout
+from .metrics import format_mean_std, mean_std
 from .models.backbone import ARCHS
 from .outputs import (EVAL_CAMS, EVAL_DEEPLAB, EVAL_INSTANCES, EVAL_MASKRCNN, EVAL_PSEUDO_MASKS, EVAL_WSOL, FIGURES,
                       METRICS, PLAIN_CAM, PRECISIONS, REPORT, SUMMARY, TIMINGS, seed_run)
@@ -323,14 +323,6 @@ def _metric(path: Path, *keys: str) -> float | None:
     return value
 
 
-def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation of the runs that have the figure; no spread for one run."""
-    present = [v for v in values if v is not None]
-    if not present:
-        return None, None
-    return statistics.fmean(present), (statistics.stdev(present) if len(present) > 1 else None)
-
-
 WSOL_ROWS = (
     (("MaxBoxAccV2",), "MaxBoxAccV2"),
     *((("MaxBoxAccV2_per_iou", iou), f"MaxBoxAccV2 at IoU {iou}") for iou in ("30", "50", "70")),
@@ -366,7 +358,7 @@ def summary_rows(cfg: dict, kind: str) -> list[tuple[str, float | None, float | 
     for label, folder in (("plain CAM", run_dir / PLAIN_CAM), ("MoANA", run_dir)):
         files = [d / METRICS / EVAL_WSOL for d in seed_dirs(folder, cfg)]
         for keys, name in WSOL_ROWS:
-            rows.append((f"{name}, {label}", *_mean_std([_metric(f, *keys) for f in files])))
+            rows.append((f"{name}, {label}", *mean_std([_metric(f, *keys) for f in files])))
     # the centre box does not depend on the network: every run scores it alike
     centre = seed_dirs(run_dir, cfg)[0] / METRICS / EVAL_WSOL
     for keys, name in WSOL_ROWS[:5]:
@@ -384,10 +376,6 @@ def _stage_records(cfg: dict, filename: str) -> dict[str, Any]:
             prefix = "" if folder == run_dir else f"{folder.relative_to(run_dir)}/"
             records.update({prefix + k: v for k, v in io.read_json(folder / filename).items()})
     return records
-
-
-def _format(value: float, std: float | None) -> str:
-    return f"{value:6.1f}" + (f" ± {std:.1f}" if std is not None else "")
 
 
 def summarize(setting: str, cfg: dict, seconds: float) -> dict:
@@ -410,12 +398,12 @@ def summarize(setting: str, cfg: dict, seconds: float) -> dict:
                      + (f"; mean ± standard deviation over training seeds {seeds}" if len(seeds) > 1 else ""))
     io.write_json(run_dir / SUMMARY, summary)
     width = max([len(n) for n, _, _ in rows] + [10])
-    table = "\n".join(f"{name:<{width}}  {_format(value, std)}" for name, value, std in rows)
+    table = "\n".join(f"{name:<{width}}  {format_mean_std(value, std)}" for name, value, std in rows)
     print(f"\nsummary ({setting}, {run_dir})\n" + "".join(f"{note}\n" for note in notes) + table)
     figures = sorted((run_dir / FIGURES).glob("*.png")) if (run_dir / FIGURES).is_dir() else []
     lines = [f"# Run report: {setting}", "", f"Run directory: `{run_dir}`", "", *[f"{note}\n" for note in notes],
              "| metric | value |", "|---|---|"]
-    lines += [f"| {name} | {_format(value, std).strip()} |" for name, value, std in rows]
+    lines += [f"| {name} | {format_mean_std(value, std).strip()} |" for name, value, std in rows]
     lines += ["", "## Wall time per stage (s)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in timings.items()]
     if precisions:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from irnet_moana.metrics import ConfusionMatrix, format_iou_table
+from irnet_moana.metrics import ConfusionMatrix, format_iou_table, format_mean_std, mean_std
 
 
 def test_hand_computed_iou():
@@ -71,3 +71,13 @@ def test_rejects_bad_input():
         cm.update(np.zeros((2, 2)), np.zeros((2, 3)))
     with pytest.raises(ValueError, match="0..1"):
         cm.update(np.full((2, 2), 5), np.zeros((2, 2)))
+
+
+def test_mean_and_sample_standard_deviation_of_the_runs_that_have_the_figure():
+    # mean of 50, 52, 57 = 53; squared deviations 9 + 1 + 16 = 26 over n - 1 = 2: sqrt(13)
+    mean, std = mean_std([50.0, None, 52.0, 57.0])
+    assert mean == pytest.approx(53.0) and std == pytest.approx(13 ** 0.5)
+    assert mean_std([61.5]) == (61.5, None)
+    assert mean_std([None, None]) == (None, None)
+    assert format_mean_std(53.0, 13 ** 0.5) == "  53.0 ± 3.6"
+    assert format_mean_std(61.5, None) == "  61.5"
