@@ -47,20 +47,17 @@ SETTINGS = ("single_scale", "multi_scale_flip", "multi_scale_flip_crf")
 SETTING_NAMES = {"single_scale": "ss", "multi_scale_flip": "MS+flip", "multi_scale_flip_crf": "MS+flip+CRF"}
 
 
-def run_config(cfg: dict, source_run: Path, arch: str, labels: Path, seed: int, out: Path) -> dict:
-    """The configuration of one training: ``arch`` on ``labels`` with ``seed``, in its own run directory."""
+def run_config(cfg: dict, source_run: Path, arch: str, source: str, labels: Path, seed: int, out: Path) -> dict:
+    """One training: ``arch`` on the label folder ``labels`` (named ``source``) with ``seed``, in
+    ``<out>/<arch>-<source>-seed<N>``; backbone weights as ``deeplab.weights`` says, ``{run_dir}`` read as
+    ``source_run``."""
     run = copy.deepcopy(cfg)
     d = run["deeplab"]
     d["arch"], d["labels"] = arch, str(labels)
     d["weights"] = resolve_weights(d["weights"], source_run)
     run["seed"] = seed
-    run["run_dir"] = str(out / f"{arch}-{labels_name(labels, source_run)}-{seed_run(seed)}")
+    run["run_dir"] = str(out / f"{arch}-{source}-{seed_run(seed)}")
     return run
-
-
-def labels_name(labels: Path, source_run: Path) -> str:
-    """``pseudo`` for the run's pseudo masks, else ``gt``."""
-    return "pseudo" if labels == source_run / PSEUDO_MASKS else "gt"
 
 
 def throughput(cfg: dict, archs: Sequence[str], num_classes: int, image_size: tuple[int, int],
@@ -123,7 +120,7 @@ def compare(cfg: dict, source_run: Path, archs: Sequence[str], seeds: Sequence[i
         for name, labels in sources.items():
             per_seed = {}
             for seed in seeds:
-                run = run_config(cfg, source_run, arch, labels, seed, out)
+                run = run_config(cfg, source_run, arch, name, labels, seed, out)
                 start = time.perf_counter()
                 train_deeplab.run(run)
                 eval_deeplab.run(run)
