@@ -63,3 +63,9 @@ def test_refuses_a_run_without_pseudo_masks(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cmp.main(["demo", "--run-dir", str(tmp_path)])
     assert "pseudo_masks does not exist" in capsys.readouterr().err
+
+
+def test_unknown_architecture_is_refused_with_the_choices(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cmp.main(["demo", "--run-dir", str(tmp_path), "--arch", "DeepLabV4"])
+    assert "invalid choice: 'DeepLabV4'" in capsys.readouterr().err

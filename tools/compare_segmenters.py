@@ -36,6 +36,7 @@ from deeplab.build import deeplab_net, describe
 from deeplab.model import param_groups
 from irnet_moana import io
 from irnet_moana.cli import add_config_arguments, load, main_guard
+from irnet_moana.config import SEGMENTATION_ARCHS
 from irnet_moana.data.voc import VOCData
 from irnet_moana.metrics import format_mean_std, mean_std
 from irnet_moana.outputs import EVAL_DEEPLAB, EVAL_PSEUDO_MASKS, METRICS, PSEUDO_MASKS, seed_run
@@ -169,8 +170,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """Parse the command line, run the comparison, write comparison.json and report.md; returns the figures."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
-    parser.add_argument("--arch", action="append", default=None, metavar="ARCH",
-                        help="deeplab.arch to compare (repeatable; default: v2 and DeepLabV3Plus)")
+    parser.add_argument("--arch", action="append", default=None, choices=SEGMENTATION_ARCHS, metavar="ARCH",
+                        help="deeplab.arch to compare (repeatable; default: v2 and DeepLabV3Plus; one of "
+                             + ", ".join(SEGMENTATION_ARCHS) + ")")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="N",
                         help="training seeds (default: %(default)s)")
     parser.add_argument("--gt-labels", type=Path, default=None, metavar="DIR",
