@@ -134,6 +134,10 @@ class MultiScale(nn.Module):
         self.base = base
         self.scales = scales
 
+    def output_names(self) -> list[str]:
+        """Names of the training-mode outputs, in order: each scale, then the fused max if there are several."""
+        return [f"x{s:g}" for s in self.scales] + (["max"] if len(self.scales) > 1 else [])
+
     def forward(self, images: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """Per-scale logits plus fused logits (training) or fused logits (eval)."""
         height, width = images.shape[-2:]

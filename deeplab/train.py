@@ -87,11 +87,6 @@ def segmentation_loss(outputs: Sequence[torch.Tensor], labels: torch.Tensor,
     return total, scalars
 
 
-def output_names(scales: Sequence[float]) -> list[str]:
-    """Names of the training-mode outputs of :class:`MultiScale`: each scale, then the fused max if several."""
-    return [f"x{s:g}" for s in scales] + (["max"] if len(scales) > 1 else [])
-
-
 def _check_same_labels(out_dir: Path, info: dict) -> None:
     """Refuse to continue or reuse a training made on other labels (the result would be mislabelled)."""
     path = out_dir / DEEPLAB_TRAIN_INFO
@@ -128,7 +123,7 @@ def run(cfg: dict, labels: str | None = None, resume: bool = False) -> Path:
     model = deeplab_net(cfg, data.num_classes)
     spec = TrainSpec(batch_size=d["batch_size"], max_steps=d["iterations"],
                      checkpoint_every=d["checkpoint_every"], num_workers=cfg["data"]["num_workers"])
-    names = output_names(model.scales)
+    names = model.output_names()
     run_.log.info("training %s (scales %s) on %d images of %s with labels from %s",
                   describe(cfg), list(model.scales), len(stems), d["train_list"], folder)
     final = fit(run_, model, param_groups(model, d["lr"], d["weight_decay"]), dataset, spec,

@@ -23,7 +23,6 @@ from deeplab import (
     param_groups,
     resize_labels,
 )
-from deeplab.train import output_names
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +45,7 @@ def test_train_mode_returns_each_scale_and_the_fused_logits(small_model: MultiSc
     outputs = small_model(torch.randn(2, 3, 65, 47))
     # Inputs int(65*s) x int(47*s) = 65x47, 48x35, 32x23; logits ceil(n / 8).
     assert [tuple(o.shape) for o in outputs] == [(2, 5, 9, 6), (2, 5, 6, 5), (2, 5, 4, 3), (2, 5, 9, 6)]
+    assert small_model.output_names() == ["x1", "x0.75", "x0.5", "max"]
 
 
 def test_one_scale_trains_on_its_logits_once() -> None:
@@ -53,7 +53,7 @@ def test_one_scale_trains_on_its_logits_once() -> None:
     model = MultiScale(nn.Conv2d(3, 4, 1), scales=(1.0,))
     images = torch.randn(2, 3, 8, 8)
     outputs = model.train()(images)
-    assert len(outputs) == 1 and output_names(model.scales) == ["x1"]
+    assert len(outputs) == 1 and model.output_names() == ["x1"]
     torch.testing.assert_close(outputs[0], model.eval()(images), rtol=0, atol=0)
 
 

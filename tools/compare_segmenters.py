@@ -39,12 +39,12 @@ from irnet_moana.cli import add_config_arguments, load, main_guard
 from irnet_moana.config import SEGMENTATION_ARCHS
 from irnet_moana.data.voc import VOCData
 from irnet_moana.metrics import format_mean_std, mean_std
-from irnet_moana.outputs import EVAL_DEEPLAB, EVAL_PSEUDO_MASKS, METRICS, PSEUDO_MASKS, seed_run
+from irnet_moana.outputs import EVAL_PSEUDO_MASKS, METRICS, PSEUDO_MASKS, seed_run
 from irnet_moana.precision import choose
 from irnet_moana.run import resolve_weights
 from irnet_moana.training import autocast
 
-SETTINGS = ("single_scale", "multi_scale_flip", "multi_scale_flip_crf")
+SETTINGS = tuple(eval_deeplab.SETTINGS.values())
 SETTING_NAMES = {"single_scale": "ss", "multi_scale_flip": "MS+flip", "multi_scale_flip_crf": "MS+flip+CRF"}
 
 
@@ -82,7 +82,7 @@ def throughput(cfg: dict, archs: Sequence[str], num_classes: int, image_size: tu
         names[arch] = {"network": describe(arch_cfg), "parameters": sum(p.numel() for p in model.parameters())}
         optimizer = torch.optim.SGD(param_groups(model, d["lr"], d["weight_decay"]), lr=d["lr"],
                                     momentum=d["momentum"])
-        output_names = train_deeplab.output_names(model.scales)
+        output_names = model.output_names()
 
         def train_step(_: int, model=model, optimizer=optimizer, output_names=output_names) -> None:
             model.train()
@@ -124,8 +124,7 @@ def compare(cfg: dict, source_run: Path, archs: Sequence[str], seeds: Sequence[i
                 run = run_config(cfg, source_run, arch, name, labels, seed, out)
                 start = time.perf_counter()
                 train_deeplab.run(run)
-                eval_deeplab.run(run)
-                per_seed[seed] = io.read_json(Path(run["run_dir"]) / METRICS / EVAL_DEEPLAB)
+                per_seed[seed] = eval_deeplab.run(run)
                 print(f"[compare] {arch} on {name} labels, seed {seed}: "
                       f"{eval_deeplab.result_line(per_seed[seed])} ({time.perf_counter() - start:.0f} s)")
             row = {"arch": arch, "labels": name, "label_folder": str(labels), "seeds": list(seeds)}
@@ -136,9 +135,9 @@ def compare(cfg: dict, source_run: Path, archs: Sequence[str], seeds: Sequence[i
             rows.append(row)
     pseudo_path = source_run / METRICS / EVAL_PSEUDO_MASKS
     pseudo = io.read_json(pseudo_path)["miou"] if io.output_is_valid(pseudo_path) else None
-    return {"rows": rows, "pseudo_mask_miou": pseudo, "networks": throughput(cfg, archs, data.num_classes, first_val_image.shape[:2],
-                                                        throughput_steps),
-            "machine": machine_info(), "source_run": str(source_run)}
+    networks = throughput(cfg, archs, data.num_classes, first_val_image.shape[:2], throughput_steps)
+    return {"rows": rows, "pseudo_mask_miou": pseudo, "networks": networks, "machine": machine_info(),
+            "source_run": str(source_run)}
 
 
 def report(result: dict) -> str:
@@ -191,9 +190,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     out = args.out or source_run.with_name(source_run.name + "-segmenters")
     result = compare(cfg, source_run, args.arch or ["v2", "DeepLabV3Plus"], args.seeds, gt_labels, out,
                      args.throughput_steps)
+    text = report(result)
     io.write_json(out / "comparison.json", result)
-    io.write_text(out / "report.md", report(result))
-    print(report(result))
+    io.write_text(out / "report.md", text)
+    print(text)
     print(f"wrote {out / 'comparison.json'} and {out / 'report.md'}")
     return result
 
