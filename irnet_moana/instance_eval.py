@@ -31,11 +31,15 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+from scipy.ndimage import distance_transform_edt
 
 from . import io
 from .data.voc import OBJECT_DIR, VOC_CLASSES, DatasetError
 
 IOU_THRESHOLDS = (0.25, 0.5, 0.75)
+# Ground truth keeps each outline's pixel on both sides void, so the nearest
+# pixels of two touching instances are 3 px apart across the band.
+TOUCHING_GAP = 3.0
 CLASS_DIR = "SegmentationClass"
 PRODUCER = "make_instance_masks"
 
@@ -71,6 +75,25 @@ def gt_instances(root: str | Path, stem: str) -> io.Instances:
         labels.append(int(under[0]))
     return io.Instances(masks, np.array(labels, dtype=np.int64),
                         np.ones(len(instance_ids), dtype=np.float64))
+
+
+def touches_same_class(gt: io.Instances, gap: float = TOUCHING_GAP) -> bool:
+    """Whether two instances of one class lie within ``gap`` pixels (centre to centre) of each other.
+
+    These are the cases connected components of a semantic mask cannot separate.
+    """
+    for label in np.unique(gt.labels):
+        masks = gt.masks[gt.labels == label]
+        for k in range(len(masks) - 1):
+            distance = distance_transform_edt(~masks[k])
+            if any(distance[other].min() <= gap for other in masks[k + 1:]):
+                return True
+    return False
+
+
+def touching_same_class_stems(gt_root: str | Path, stems: Sequence[str]) -> list[str]:
+    """The images of ``stems`` whose ground truth has two touching instances of one class."""
+    return [stem for stem in stems if touches_same_class(gt_instances(gt_root, stem))]
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

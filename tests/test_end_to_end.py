@@ -8,6 +8,7 @@ import pytest
 
 from irnet_moana import io
 from irnet_moana.data.synthetic import generate_voc_demo
+from irnet_moana.instance_eval import touching_same_class_stems
 from irnet_moana.pipeline import run_setting
 
 TINY = [
@@ -52,6 +53,11 @@ def test_demo_pipeline_end_to_end(tmp_path, capsys):
         assert 0.0 <= metrics["metrics"][name] <= 100.0
     assert {"train_cam", "make_cams", "train_irn", "make_pseudo_masks", "make_instance_masks",
             "eval_instances"} <= set(metrics["stage_seconds"])
+    # the generated train images include touching objects of one class, scored on their own as well
+    touching = json.loads((run_dir / "metrics" / "eval_instances.json").read_text())["touching_same_class"]
+    assert touching["num_images"] == len(touching_same_class_stems(root, train)) > 0
+    for name in ("IRNet", "semantic components"):
+        assert 0.0 <= metrics["metrics"][f"instance mAP^r 50 touching same-class, {name}"] <= 100.0
     report = (run_dir / "report.md").read_text()
     assert "| pseudo-mask mIoU |" in report and "figures/pipeline_examples.png" in report
     assert "summary (demo" in capsys.readouterr().out

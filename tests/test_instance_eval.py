@@ -12,7 +12,7 @@ import pytest
 from irnet_moana import io
 from irnet_moana.data.voc import DatasetError
 from irnet_moana.instance_eval import (average_precision, evaluate_instances, gt_instances, mask_iou,
-                                       precision_recall, score_instance_folder)
+                                       precision_recall, score_instance_folder, touches_same_class)
 
 REPO = Path(__file__).resolve().parents[1]
 EXACT = 1e-12  # APs are sums of products of ratios of small integers
@@ -237,6 +237,19 @@ def write_gt(root: Path, stem: str, objects: np.ndarray, classes: np.ndarray) ->
     io.save_label_png(root / "SegmentationClass" / f"{stem}.png", classes)
 
 
+def test_touching_same_class_means_within_the_void_band_of_a_shared_outline():
+    # a shared outline leaves one void pixel on each side: columns 2, 3 void, nearest pixels 1 and 4
+    assert touches_same_class(inst(spans(8, (0, 2), (4, 6)), [1, 1]))
+    assert not touches_same_class(inst(spans(8, (0, 2), (4, 6)), [1, 2])), "other classes"
+    assert not touches_same_class(inst(spans(8, (0, 2), (5, 7)), [1, 1])), "background between them"
+    # only the first and the last are of one class, and they touch
+    assert touches_same_class(inst(spans(9, (4, 5), (0, 2), (7, 9)), [2, 1, 2]))
+    assert not touches_same_class(inst(spans(8, (0, 2)), [1]))
+    diagonal = np.zeros((2, 5, 5), dtype=bool)
+    diagonal[0, 0, 0] = diagonal[1, 2, 2] = True  # sqrt(8) apart
+    assert touches_same_class(inst(diagonal, [4, 4]))
+
+
 def test_gt_instances_from_voc_pngs(tmp_path):
     objects = np.array([[0, 1, 1, 255, 3],
                         [0, 1, 255, 3, 3],
@@ -297,6 +310,16 @@ def test_cli_end_to_end(tmp_path, eval_main, capsys):
     listed = tmp_path / "list.txt"
     listed.write_text("x\n")
     assert eval_main(["--pred", str(pred_dir), "--gt", str(gt_root), "--list", str(listed)])["0.5"]["map"] == 100.0
+
+    with pytest.raises(DatasetError, match="none of the 2 images has touching instances of one class"):
+        eval_main(["--pred", str(pred_dir), "--gt", str(gt_root), "--touching"])
+    # z: two cows across a shared outline, predicted as one merged instance over the band (IoU 4/12 with each):
+    # at 0.25 it finds one of the two (recall 1/2 at precision 1), at 0.5 none
+    cows = np.array([[1, 1, 255, 255, 2, 2]] * 2, dtype=np.uint8)
+    write_gt(gt_root, "z", cows, np.where(cows == 255, 255, np.where(cows > 0, 3, 0)).astype(np.uint8))
+    io.save_instances(pred_dir / "z", inst((cows > 0)[None], [3], [0.7]))
+    touching = eval_main(["--pred", str(pred_dir), "--gt", str(gt_root), "--touching"])
+    assert touching["num_images"] == 1 and touching["0.25"]["map"] == 50.0 and touching["0.5"]["map"] == 0.0
 
 
 def test_folder_errors_name_the_files(tmp_path):

@@ -12,6 +12,7 @@ from PIL import Image
 from irnet_moana.data import synthetic
 from irnet_moana.data.synthetic import (Instance, Scene, class_styles, cub_demo_scene, generate_cub_demo,
                                         generate_voc_demo, prepare_cub_demo, render_scene, tight_box)
+from irnet_moana.instance_eval import touching_same_class_stems
 from irnet_moana.io import IGNORE, load_label_png, voc_palette
 from irnet_moana.wsol.metadata import read_metadata
 
@@ -197,6 +198,34 @@ def test_scene_parts_are_saturated_and_inside_dull_bodies(index):
         # The class cue is colour: parts are saturated, bodies are not.
         assert np.median(_saturation(scene.image[instance.part])) > 0.6
         assert np.median(_saturation(scene.image[body_only])) < 0.3
+
+
+def _adjacent(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether masks ``a`` and ``b`` overlap or share a 4-neighbour edge."""
+    grown = a.copy()
+    grown[1:] |= a[:-1]
+    grown[:-1] |= a[1:]
+    grown[:, 1:] |= a[:, :-1]
+    grown[:, :-1] |= a[:, 1:]
+    return bool(np.any(grown & b))
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_touching_scenes_put_each_later_object_against_an_earlier_one(index):
+    scene = render_scene(np.random.default_rng([13, index]), class_styles(4), 96, [3, 3, 3], (0.25, 0.38),
+                         touching=True)
+    assert len(scene.instances) >= 2 and {instance.label for instance in scene.instances} == {3}
+    for later, instance in enumerate(scene.instances[1:], start=1):
+        assert any(_adjacent(instance.mask, earlier.mask) for earlier in scene.instances[:later])
+
+
+def test_voc_demo_has_touching_instances_of_one_class_in_its_ground_truth(tmp_path):
+    generate_voc_demo(tmp_path, seed=1, num_classes=6, image_size=SIZE, num_train=24, num_train_aug_extra=0,
+                      num_val=0)
+    stems = _read_list(tmp_path / "ImageSets/Segmentation/train.txt")
+    touching = touching_same_class_stems(tmp_path, stems)
+    # one scene in six is drawn with touching objects of one class (0.55 x 0.4 x 0.7), a few more touch by chance
+    assert 2 <= len(touching) <= 12
 
 
 def test_part_hue_identifies_the_class():

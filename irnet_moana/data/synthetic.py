@@ -12,7 +12,9 @@ stage runs unchanged:
 
 * ``generate_voc_demo``: PASCAL VOC 2012 (JPEGImages, palette
   SegmentationClass and SegmentationObject PNGs with a void border,
-  Annotations XML, ImageSets lists including train_aug) plus ``classes.txt``;
+  Annotations XML, ImageSets lists including train_aug) plus ``classes.txt``.
+  Scenes hold one to three objects; some hold two or three of one class,
+  most of those touching, which a semantic mask cannot tell apart;
 * ``generate_cub_demo``: CUB-200-2011 (one object and one box per image);
   ``prepare_cub_demo`` adds a held-out val split with boxes and writes the
   WSOL metadata of all three splits, as wsolevaluation's CUB metadata has;
@@ -57,6 +59,12 @@ _CUB_VAL_STREAM = 3
 _VOC_DIAMETERS = {1: (0.36, 0.55), 2: (0.28, 0.45), 3: (0.25, 0.38)}
 _CUB_DIAMETERS = (0.40, 0.62)
 _OBJECT_COUNT_PROBS = (0.45, 0.35, 0.20)
+# Instance separation needs scenes in which objects of one class touch: of the
+# scenes with two or three objects this share holds one class only, and in
+# this share of those each later object is placed against an earlier one.
+_SAME_CLASS_PROB = 0.4
+_TOUCHING_PROB = 0.7
+_TOUCHING_TRIES = 200
 
 # Occlusion limits: a later object may hide at most 40 % of an earlier body
 # and 30 % of its part, so every object keeps a visible class cue.
@@ -156,12 +164,14 @@ def tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def render_scene(rng: np.random.Generator, styles: Sequence[ClassStyle], image_size: int,
-                 labels: Sequence[int], diameter_range: tuple[float, float]) -> Scene:
+                 labels: Sequence[int], diameter_range: tuple[float, float], touching: bool = False) -> Scene:
     """Draw objects of the given 1-based ``labels`` on a cluttered background.
 
     The first object is always placed; a later one is dropped when no
     placement within the occlusion limits is found, so a scene holds between
-    one and ``len(labels)`` objects.
+    one and ``len(labels)`` objects. With ``touching`` a later object is
+    first sought among placements where its body touches or overlaps an
+    earlier one, and placed anywhere else only when none is found.
     """
     size = image_size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
@@ -172,12 +182,15 @@ def render_scene(rng: np.random.Generator, styles: Sequence[ClassStyle], image_s
     parts: list[np.ndarray] = []
     accepted: list[int] = []
     for label in labels:
-        for _ in range(_PLACEMENT_TRIES):
-            body, part, paint = _sample_object(rng, styles[label - 1], xx, yy, diameter_range)
-            if _occlusion_ok(bodies, parts, body):
-                break
-        else:
+        placement = None
+        if touching and bodies:
+            placement = _place(rng, styles[label - 1], xx, yy, diameter_range, bodies, parts, _TOUCHING_TRIES,
+                               lambda body: _touches(bodies, body))
+        if placement is None:
+            placement = _place(rng, styles[label - 1], xx, yy, diameter_range, bodies, parts, _PLACEMENT_TRIES)
+        if placement is None:
             continue
+        body, part, paint = placement
         paint(canvas)
         bodies.append(body)
         parts.append(part)
@@ -214,8 +227,11 @@ def generate_voc_demo(root: Path, seed: int = 0, num_classes: int = 6, image_siz
     for index, image_id in enumerate(ids):
         rng = np.random.default_rng([seed, _VOC_STREAM, index])
         count = int(rng.choice(len(_OBJECT_COUNT_PROBS), p=_OBJECT_COUNT_PROBS)) + 1
-        labels = rng.integers(1, num_classes + 1, size=count).tolist()
-        scene = render_scene(rng, styles, image_size, labels, _VOC_DIAMETERS[count])
+        same_class = count > 1 and rng.random() < _SAME_CLASS_PROB
+        labels = rng.integers(1, num_classes + 1, size=1 if same_class else count).tolist()
+        touching = same_class and rng.random() < _TOUCHING_PROB
+        scene = render_scene(rng, styles, image_size, labels * count if same_class else labels,
+                             _VOC_DIAMETERS[count], touching)
         _save_jpeg(root / "JPEGImages" / f"{image_id}.jpg", scene.image)
         save_label_png(root / "SegmentationClass" / f"{image_id}.png", scene.label_map())
         save_label_png(root / OBJECT_DIR / f"{image_id}.png", scene.object_map())
@@ -571,6 +587,28 @@ def _sample_part(rng: np.random.Generator, style: ClassStyle, body: np.ndarray, 
         dark = (np.floor(u / cell) + np.floor(v / cell)) % 2 == 1
         rgb[dark] = _hsv_to_rgb(style.hue, 1.0, 0.4)
     return part, rgb
+
+
+def _place(rng: np.random.Generator, style: ClassStyle, xx: np.ndarray, yy: np.ndarray,
+           diameter_range: tuple[float, float], bodies: list[np.ndarray], parts: list[np.ndarray], tries: int,
+           accept: Callable[[np.ndarray], bool] = lambda body: True
+           ) -> tuple[np.ndarray, np.ndarray, Callable[[np.ndarray], None]] | None:
+    """The first of ``tries`` sampled objects within the occlusion limits that ``accept`` takes, or None."""
+    for _ in range(tries):
+        body, part, paint = _sample_object(rng, style, xx, yy, diameter_range)
+        if accept(body) and _occlusion_ok(bodies, parts, body):
+            return body, part, paint
+    return None
+
+
+def _touches(bodies: list[np.ndarray], new_body: np.ndarray) -> bool:
+    """Whether ``new_body`` overlaps an earlier body or lies next to it (4-neighbours)."""
+    grown = new_body.copy()
+    grown[1:] |= new_body[:-1]
+    grown[:-1] |= new_body[1:]
+    grown[:, 1:] |= new_body[:, :-1]
+    grown[:, :-1] |= new_body[:, 1:]
+    return any((grown & body).any() for body in bodies)
 
 
 def _occlusion_ok(bodies: list[np.ndarray], parts: list[np.ndarray], new_body: np.ndarray) -> bool:

@@ -30,7 +30,7 @@ def centroid_groups(displacement: np.ndarray, cfg: dict) -> np.ndarray:
 
 
 def instance_stems(cfg: dict, num_images: int = NUM_IMAGES) -> list[str]:
-    """Images of ``data.eval_list`` with two or more objects of one class (ground truth), else the first ones."""
+    """Images of ``data.eval_list`` with two or more objects of one class (ground truth) first, then the first others."""
     data = VOCData(cfg["data"]["root"])
     stems = data.split(cfg["data"]["eval_list"])
     objects, classes = data.root / OBJECT_DIR, data.root / "SegmentationClass"
@@ -47,7 +47,7 @@ def instance_stems(cfg: dict, num_images: int = NUM_IMAGES) -> list[str]:
             chosen.append(stem)
         if len(chosen) == num_images:
             break
-    return chosen or stems[:num_images]
+    return (chosen + [stem for stem in stems if stem not in chosen])[:num_images]
 
 
 def instance_figure(cfg: dict, run_dir: Path, stems: Sequence[str], device: torch.device,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import io
 from ..data.voc import OBJECT_DIR, VOCData
-from ..instance_eval import format_ap_table, format_map_line, score_instance_folder
+from ..instance_eval import format_ap_table, format_map_line, score_instance_folder, touching_same_class_stems
 from ..outputs import EVAL_INSTANCES, INSTANCE_BASELINE, INSTANCE_MASKS, METRICS
 from ..run import start_run
 
@@ -11,7 +11,11 @@ OUTPUTS = (f"{METRICS}/{EVAL_INSTANCES}",)
 
 
 def run(cfg: dict) -> dict | None:
-    """mAP^r at IoU 0.25 / 0.5 / 0.75 on the images of ``data.eval_list`` that ``instance.list`` holds."""
+    """mAP^r at IoU 0.25 / 0.5 / 0.75 on the images of ``data.eval_list`` that ``instance.list`` holds.
+
+    Also on those of them in which two instances of one class touch
+    (``touching_same_class``), where the semantic-component baseline must merge them.
+    """
     run_ = start_run(cfg, "eval_instances")
     data = VOCData(cfg["data"]["root"])
     if not (data.root / OBJECT_DIR).is_dir():
@@ -22,13 +26,21 @@ def run(cfg: dict) -> dict | None:
         return None
     made = set(data.split(cfg["instance"]["list"]))
     stems = [s for s in data.split(cfg["data"]["eval_list"]) if s in made]
+    touching = touching_same_class_stems(data.root, stems)
     result: dict = {"list": cfg["data"]["eval_list"], "num_images": len(stems)}
-    for name, folder in (("irnet", INSTANCE_MASKS), ("baseline", INSTANCE_BASELINE)):
-        result[name] = score_instance_folder(run_.path(folder), data.root, stems, data.names)
-        run_.log.info(format_ap_table(result[name], f"{name} instances on {len(stems)} "
-                                                    f"{cfg['data']['eval_list']} images"))
+    subsets = [(result, stems, "")]
+    if touching:
+        result["touching_same_class"] = {"num_images": len(touching)}
+        subsets.append((result["touching_same_class"], touching, " with touching instances of one class"))
+    for into, subset, described in subsets:
+        for name, folder in (("irnet", INSTANCE_MASKS), ("baseline", INSTANCE_BASELINE)):
+            into[name] = score_instance_folder(run_.path(folder), data.root, subset, data.names)
+            run_.log.info(format_ap_table(into[name], f"{name} instances on {len(subset)} "
+                                                      f"{cfg['data']['eval_list']} images{described}"))
     out = run_.path(METRICS, EVAL_INSTANCES)
     io.write_json(out, result)
-    run_.finish(f"IRNet {format_map_line(result['irnet'])}; semantic components "
-                f"{format_map_line(result['baseline'])}", out)
+    line = "; ".join(f"{'touching same-class' if into is not result else 'all'}: IRNet "
+                     f"{format_map_line(into['irnet'])}, semantic components {format_map_line(into['baseline'])}"
+                     for into, _, _ in subsets)
+    run_.finish(line, out)
     return result
