@@ -36,7 +36,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
-from scipy.ndimage import distance_transform_edt
+from scipy.ndimage import binary_dilation, distance_transform_edt
 
 from irnet_moana.data.voc import OBJECT_DIR
 from irnet_moana.io import IGNORE, atomic_path, save_label_png, write_text
@@ -603,11 +603,7 @@ def _place(rng: np.random.Generator, style: ClassStyle, xx: np.ndarray, yy: np.n
 
 def _touches(bodies: list[np.ndarray], new_body: np.ndarray) -> bool:
     """Whether ``new_body`` overlaps an earlier body or lies next to it (4-neighbours)."""
-    grown = new_body.copy()
-    grown[1:] |= new_body[:-1]
-    grown[:-1] |= new_body[1:]
-    grown[:, 1:] |= new_body[:, :-1]
-    grown[:, :-1] |= new_body[:, 1:]
+    grown = binary_dilation(new_body)
     return any((grown & body).any() for body in bodies)
 
 

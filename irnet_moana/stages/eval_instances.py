@@ -28,19 +28,19 @@ def run(cfg: dict) -> dict | None:
     stems = [s for s in data.split(cfg["data"]["eval_list"]) if s in made]
     touching = touching_same_class_stems(data.root, stems)
     result: dict = {"list": cfg["data"]["eval_list"], "num_images": len(stems)}
-    subsets = [(result, stems, "")]
+    # (name in the result line, where the scores go, images, how the log describes them)
+    subsets = [("all", result, stems, "")]
     if touching:
         result["touching_same_class"] = {"num_images": len(touching)}
-        subsets.append((result["touching_same_class"], touching, " with touching instances of one class"))
-    for into, subset, described in subsets:
+        subsets.append(("touching same-class", result["touching_same_class"], touching,
+                        " with touching instances of one class"))
+    for _, into, subset, described in subsets:
         for name, folder in (("irnet", INSTANCE_MASKS), ("baseline", INSTANCE_BASELINE)):
             into[name] = score_instance_folder(run_.path(folder), data.root, subset, data.names)
             run_.log.info(format_ap_table(into[name], f"{name} instances on {len(subset)} "
                                                       f"{cfg['data']['eval_list']} images{described}"))
     out = run_.path(METRICS, EVAL_INSTANCES)
     io.write_json(out, result)
-    line = "; ".join(f"{'touching same-class' if into is not result else 'all'}: IRNet "
-                     f"{format_map_line(into['irnet'])}, semantic components {format_map_line(into['baseline'])}"
-                     for into, _, _ in subsets)
-    run_.finish(line, out)
+    run_.finish("; ".join(f"{title}: IRNet {format_map_line(into['irnet'])}, semantic components "
+                          f"{format_map_line(into['baseline'])}" for title, into, _, _ in subsets), out)
     return result
