@@ -1,20 +1,23 @@
 """Kill and resume: a stage killed with SIGKILL and rerun ends with the outputs of an uninterrupted run.
 
-Each test starts a stage's CLI as a subprocess, kills its whole process
+Each test runs a stage's CLI in a child process, kills its whole process
 group (worker processes included) part way through, reruns the stage and
 compares every output with the session's uninterrupted run of the same
-setting (``tiny_demo_run``). The subprocess holds each atomic write open for
-a moment after the temporary file is complete and before the rename, so the
+setting (``tiny_demo_run``). The child holds each atomic write open for a
+moment after the temporary file is complete and before the rename, so the
 kill lands mid-write and leaves a temporary file behind, the case that an
-unlucky real kill produces.
+unlucky real kill produces. The child is forked from the test process, as
+DataLoader forks its workers: a fresh interpreter would spend seconds
+importing torch before the stage starts.
 """
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
+import runpy
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,21 +39,6 @@ DEMO_CONFIG = setting_path("demo")
 HOLD_S = 0.4
 KILL_TIMEOUT_S = 180
 
-HELD_WRITES = """
-import contextlib, runpy, sys, time
-from irnet_moana import io
-real, hold = io.atomic_path, float(sys.argv[1])
-
-@contextlib.contextmanager
-def held(path, suffix=None):
-    with real(path, suffix) as tmp:
-        yield tmp
-        time.sleep(hold)
-
-io.atomic_path = held
-sys.argv = sys.argv[2:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
 
 
 def cli_args(overrides: list[str], run_dir: Path, *flags: str) -> list[str]:
@@ -71,27 +59,48 @@ def contents(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
+def _run_held(script: Path, args: list[str], log_path: Path) -> None:
+    """The forked child: ``script args`` in a process group of its own, output to ``log_path``, every
+    atomic write held open for ``HOLD_S`` after its temporary file is complete."""
+    os.setsid()
+    log = open(log_path, "w", buffering=1)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    sys.stdout = sys.stderr = log
+    real = io.atomic_path
+
+    @contextlib.contextmanager
+    def held(path, suffix=None):
+        with real(path, suffix) as tmp:
+            yield tmp
+            time.sleep(HOLD_S)
+
+    io.atomic_path = held
+    os.chdir(REPO)
+    sys.argv = [str(script), *args]
+    runpy.run_path(str(script), run_name="__main__")
+
+
 def kill_when(stage: str, args: list[str], ready: Callable[[], bool], log_path: Path) -> None:
     """Run ``pipelines/<stage>.py`` with held writes and SIGKILL its process group once ``ready()``."""
-    # the same thread count as this process, so results do not depend on who computed them
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", HELD_WRITES, str(HOLD_S), f"pipelines/{stage}.py", *args],
-                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + KILL_TIMEOUT_S
-        try:
-            while not ready():
-                if proc.poll() is not None:
-                    pytest.fail(f"{stage} ended (exit {proc.returncode}) before it could be killed:\n"
-                                f"{log_path.read_text()[-3000:]}")
-                if time.monotonic() > deadline:
-                    pytest.fail(f"{stage} did not reach the kill point in {KILL_TIMEOUT_S} s")
-                time.sleep(0.02)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    # forked, the child keeps this process's torch thread count: results do not depend on who computed them
+    proc = multiprocessing.get_context("fork").Process(
+        target=_run_held, args=(REPO / "pipelines" / f"{stage}.py", args, log_path))
+    proc.start()
+    deadline = time.monotonic() + KILL_TIMEOUT_S
+    try:
+        while not ready():
+            if not proc.is_alive():
+                pytest.fail(f"{stage} ended (exit {proc.exitcode}) before it could be killed:\n"
+                            f"{log_path.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{stage} did not reach the kill point in {KILL_TIMEOUT_S} s")
+            time.sleep(0.02)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.join()
+    assert proc.exitcode == -signal.SIGKILL
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
