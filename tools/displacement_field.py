@@ -24,7 +24,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from irnet_moana import io
 from irnet_moana.config import load_config
@@ -85,14 +84,17 @@ def analyse(run_dir: Path, split: str, min_distance: float) -> dict:
     stems = data.split(split)
     cosines, ratios, lengths, pulls = [], [], [], []
     for sample in InferenceDataset(data, stems, [1.0]):
-        with torch.no_grad(), autocast(device, precision):
+        with autocast(device, precision):
             _, displacement = model.infer(sample["pyramid"][0].to(device), cfg["irn"]["crop_size"])
         field = displacement.float().cpu().numpy().astype(np.float64)
         masks = gt_instances(data.root, sample["name"]).masks[:, ::STRIDE, ::STRIDE]
         ids = io.load_label_png(data.root / OBJECT_DIR / f"{sample['name']}.png")[::STRIDE, ::STRIDE]
         cosine, ratio = object_agreement(field, masks, min_distance)
         length, pull = background_field(field, ids == 0)
-        cosines.append(cosine), ratios.append(ratio), lengths.append(length), pulls.append(pull)
+        cosines.append(cosine)
+        ratios.append(ratio)
+        lengths.append(length)
+        pulls.append(pull)
     return {
         "run_dir": str(run_dir), "list": split, "num_images": len(stems), "precision": precision.name,
         "min_distance": min_distance, "weak_displacement": cfg["instance"]["weak_displacement"],
