@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from irnet_moana import io
+from irnet_moana.cli import main_guard
 from irnet_moana.config import load_config
 from irnet_moana.data.datasets import InferenceDataset
 from irnet_moana.data.voc import OBJECT_DIR, VOCData
@@ -124,4 +125,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    main_guard(main)
