@@ -40,7 +40,6 @@ HOLD_S = 0.4
 KILL_TIMEOUT_S = 180
 
 
-
 def cli_args(overrides: list[str], run_dir: Path, *flags: str) -> list[str]:
     sets = [arg for override in overrides for arg in ("--set", override)]
     return ["--config", str(DEMO_CONFIG), *sets, "--run-dir", str(run_dir), *flags]
