@@ -6,7 +6,6 @@ from pathlib import Path
 import torch
 
 from deeplab.model import MultiScale, deeplab_v2
-from deeplab.smp_net import smp_net
 from irnet_moana.outputs import DEEPLAB, MODEL
 from irnet_moana.run import resolve_weights
 from irnet_moana.training import load_weights
@@ -30,6 +29,10 @@ def deeplab_net(cfg: dict, num_classes: int, weights: str | None = None) -> Mult
     if d["arch"] == "v2":
         return deeplab_v2(num_classes + 1, depth=d["depth"], weights=value, scales=d["scales"],
                           freeze_bn=d["freeze_bn"])
+    # Imported here: segmentation_models_pytorch adds about 0.4 s to the start-up of every stage
+    # and worker process that imports this module, for architectures most runs do not use.
+    from deeplab.smp_net import smp_net
+
     return MultiScale(smp_net(d["arch"], d["encoder"], num_classes + 1, value, d["freeze_bn"]), d["scales"])
 
 
