@@ -15,7 +15,24 @@ from irnet_moana.stages import make_cams, make_ir_labels, make_pseudo_masks, tra
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def torch_threads_per_worker() -> int:
+    """The cores this process may use shared among pytest-xdist's workers, at most 2: the tests' tensors
+    are tiny, so more threads mostly synchronise more, and workers that together ask for more threads
+    than there are cores slow each other down."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, min(2, len(os.sched_getaffinity(0)) // workers))
+
+
+torch.set_num_threads(torch_threads_per_worker())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding slow tests run first (each file keeping its order): pytest-xdist hands out whole
+    files, and a long one handed out last would leave the other workers idle at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 @pytest.fixture(scope="session")

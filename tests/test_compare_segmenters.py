@@ -16,6 +16,7 @@ TINY_DEEPLAB = ["deeplab.iterations=2", "deeplab.batch_size=2", "deeplab.crop_si
                 "deeplab.eval_scales=[1.0]", "deeplab.crf=false", "deeplab.depth=18", "deeplab.amp=none"]
 
 
+@pytest.mark.slow
 def test_compares_label_sources_over_seeds_and_resumes(tiny_demo_run, tiny_demo_root, tmp_path, capsys):
     out = tmp_path / "segmenters"
     overrides = [f"data.root={tiny_demo_root}", *TINY_DEEPLAB]

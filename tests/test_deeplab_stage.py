@@ -224,6 +224,7 @@ def test_evaluation_writes_all_settings_and_resumes(trained, tiny_voc):
 SMP_ARCHS = ("DeepLabV3Plus", "Unet", "FPN")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", SMP_ARCHS)
 def test_smp_architecture_trains_resumes_and_evaluates(arch, tiny_voc, tmp_path, interrupt_on_call):
     # 0.75 x 64 px = 48 px inputs at evaluation: not a multiple of the encoder's stride, so padded and cropped back

@@ -94,6 +94,7 @@ def test_training_writes_weights_predictions_and_metrics(trained, tiny_voc):
     assert "[train_maskrcnn] precision " in log
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_matches_uninterrupted_run(trained, tiny_voc, tmp_path, interrupt_on_call):
     cfg = make_cfg(tiny_voc, prepare_run(tiny_voc, tmp_path))
     with interrupt_on_call(train_maskrcnn, "training_loss", STEPS), pytest.raises(KeyboardInterrupt):
