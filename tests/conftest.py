@@ -16,7 +16,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-
 def torch_threads_per_worker() -> int:
     """The cores this process may use shared among pytest-xdist's workers, at most 2: the tests' tensors
     are tiny, so more threads mostly synchronise more, and workers that together ask for more threads
